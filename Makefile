@@ -1,0 +1,51 @@
+# edgenet: `make up` brings up the appliance with the demo, `make test` runs every test.
+# Both need root on a Debian-like Linux; the Debian packages and the pinned Kubernetes
+# binaries are installed/built on first use.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X edgenet.io/edgenet/internal/version.Version=$(VERSION)
+# Go test flags; the e2e suite brings up its own appliance (or reuses a running one).
+TESTFLAGS ?=
+UP_FLAGS ?=
+
+.PHONY: all build deps kube up down status test unit e2e lint clean
+all: build
+
+deps:
+	@hack/install-deps.sh
+
+kube:
+	@hack/build-kube.sh >/dev/null
+
+# Static binaries: they run from scratch images inside the appliance.
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/edgenet ./cmd/edgenet
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/testapp ./test/images/testapp
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/pause ./test/images/pause
+
+up: deps kube build
+	bin/edgenet up $(UP_FLAGS)
+
+down: build
+	bin/edgenet down
+
+status: build
+	bin/edgenet status
+
+lint:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+# Unit and integration tests (integration tests start etcd + kube-apiserver from
+# bin/kube), then the e2e suite against a real appliance.
+unit: deps kube build
+	EDGENET_KUBE_BIN=$(CURDIR)/bin/kube $(GO) test -count=1 -p 1 $(TESTFLAGS) $$($(GO) list ./... | grep -v /test/e2e)
+
+e2e: deps kube build
+	EDGENET_BIN=$(CURDIR)/bin $(GO) test -count=1 -timeout 30m -v $(TESTFLAGS) ./test/e2e
+
+test: lint unit e2e
+
+clean:
+	rm -rf bin

@@ -1,0 +1,10 @@
+// Package deploy embeds the manifests that install edgenet on a cluster, so that
+// `edgenet up` applies exactly what `kubectl apply -k deploy/` applies elsewhere.
+package deploy
+
+import "embed"
+
+// FS holds the kustomization and its resources.
+//
+//go:embed kustomization.yaml *.yaml
+var FS embed.FS

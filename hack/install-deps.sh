@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages edgenet needs to build, run and test, when missing.
+set -euo pipefail
+pkgs=(
+	etcd-server containerd runc nftables iproute2 conntrack util-linux procps
+	ca-certificates
+)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

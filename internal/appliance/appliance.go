@@ -1,0 +1,532 @@
+// Package appliance brings up and takes down a real multi-node Kubernetes appliance on
+// one Linux machine: a site bridge with a network namespace per node and one for a
+// client on the site LAN, etcd and the control plane in the first node's namespace,
+// containerd and a kubelet per node, certificates of its own, the edgenet images, and
+// the manifests of deploy/. It owns everything below /var/lib/edgenet and /run/edgenet,
+// the cgroup tree "edgenet", namespaces named edgenet-*, links edgenet0 and edg-*, root
+// routes tagged proto 187 and the nftables table inet edgenet-guard. It touches nothing
+// else on the host, except the sysctls a kubelet changes, which down restores.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go4.org/netipx"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"edgenet.io/edgenet/deploy"
+	"edgenet.io/edgenet/internal/computenet"
+)
+
+// Config is what up needs; cmd/edgenet fills it from flags and a config file.
+type Config struct {
+	Settings   computenet.Settings
+	StateDir   string // default /var/lib/edgenet
+	RunDir     string // default /run/edgenet
+	BinDir     string // edgenet, testapp and pause binaries (images are built from them)
+	KubeBinDir string // the pinned Kubernetes binaries and kubectl
+	Timeout    time.Duration
+	Out        io.Writer
+}
+
+const (
+	SystemNamespace = "edgenet-system"
+	// APIEndpointConfigMap tells hostNetwork components where the apiserver is before
+	// the service proxy (edgenet itself) can route the kubernetes Service.
+	APIEndpointConfigMap = "edgenet-apiserver-endpoint"
+)
+
+func (c Config) layout() layout { return layout{state: c.StateDir, run: c.RunDir} }
+
+// NodeName is the Kubernetes name of node i (0-based); its namespace is edgenet-<name>.
+func NodeName(i int) string { return fmt.Sprintf("node%d", i+1) }
+
+// kubeletSharedDir is the one host path kubelets use whatever their root dir.
+const kubeletSharedDir = "/var/lib/kubelet"
+
+// ClientNetns is the namespace of the site LAN's client (a laptop on the site network).
+const ClientNetns = "edgenet-client"
+
+// Up brings the appliance up. On a running appliance it reports so and changes nothing;
+// leftovers of a crashed run are cleared first; a failure midway rolls back.
+func Up(ctx context.Context, cfg Config) (err error) {
+	s := cfg.Settings
+	if err := s.Validate(); err != nil {
+		return fmt.Errorf("invalid settings:\n%w", err)
+	}
+	if err := checkPrereqs(cfg); err != nil {
+		return err
+	}
+	l := cfg.layout()
+	old, err := loadState(l.stateFile())
+	if err != nil {
+		fmt.Fprintf(cfg.Out, "unreadable state (%v): clearing leftovers\n", err)
+	}
+	if old.running() {
+		fmt.Fprintln(cfg.Out, "edgenet appliance is already running; nothing changed.")
+		return Status(ctx, cfg, cfg.Out)
+	}
+	if old != nil || leftovers() {
+		fmt.Fprintln(cfg.Out, "clearing leftovers of an earlier run")
+		if err := Down(ctx, cfg); err != nil {
+			return fmt.Errorf("clear leftovers: %w", err)
+		}
+	}
+	routes, err := hostRoutes()
+	if err != nil {
+		return err
+	}
+	if err := s.CheckHostRoutes(routes); err != nil {
+		return fmt.Errorf("settings overlap this host's networks:\n%w", err)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	start := time.Now()
+	st := &state{Settings: s, Sysctls: map[string]string{}, Started: start}
+	for _, k := range kubeletSysctls {
+		if v, err := readSysctl(k); err == nil {
+			st.Sysctls[k] = v
+		}
+	}
+	for _, d := range []string{l.state, l.run, filepath.Join(l.state, "logs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := st.save(l.stateFile()); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			fmt.Fprintf(cfg.Out, "up failed: %v\nrolling back\n", err)
+			if derr := Down(context.Background(), cfg); derr != nil {
+				err = errors.Join(err, fmt.Errorf("rollback: %w", derr))
+			}
+		}
+	}()
+	step := func(msg string) { fmt.Fprintf(cfg.Out, "[%5.1fs] %s\n", time.Since(start).Seconds(), msg) }
+
+	// Images are built while the network and control plane come up.
+	imgs := errgroup.Group{}
+	imgDir := filepath.Join(l.state, "images")
+	imgs.Go(func() error {
+		if err := os.MkdirAll(imgDir, 0o755); err != nil {
+			return err
+		}
+		for _, spec := range appImages(cfg.BinDir) {
+			if err := writeImage(spec, filepath.Join(imgDir, imageFile(spec.ref))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	step("site network")
+	if err := makeNetwork(s, st); err != nil {
+		return err
+	}
+	if err := st.save(l.stateFile()); err != nil {
+		return err
+	}
+	cp := st.Nodes[0]
+	server := fmt.Sprintf("https://%s", netip.AddrPortFrom(cp.IP, apiPort))
+
+	step("certificates")
+	if err := makePKI(l, s, st, server); err != nil {
+		return err
+	}
+
+	step("control plane on " + cp.Name)
+	bin := cfg.KubeBinDir
+	startProc := func(name, node, netns string, argv []string) error {
+		p, err := launch(name, netns, l.logs(name), nil, argv)
+		p.Node = node
+		if err == nil {
+			st.Procs = append(st.Procs, p)
+			err = st.save(l.stateFile())
+		}
+		return err
+	}
+	if err := startProc("etcd", cp.Name, cp.Netns, etcdArgs(l)); err != nil {
+		return err
+	}
+	if err := startProc("kube-apiserver", cp.Name, cp.Netns, apiserverArgs(l, bin, cp.IP, s.ServiceCIDR, s.ClusterDomain)); err != nil {
+		return err
+	}
+	client, err := adminClient(l)
+	if err != nil {
+		return err
+	}
+	if err := st.waitFor(ctx, "kube-apiserver ready", func() (bool, error) {
+		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err == nil && strings.TrimSpace(string(body)) == "ok", nil
+	}); err != nil {
+		return err
+	}
+	if err := startProc("kube-controller-manager", cp.Name, cp.Netns, controllerManagerArgs(l, bin, "*")); err != nil {
+		return err
+	}
+	if err := startProc("kube-scheduler", cp.Name, cp.Netns, schedulerArgs(l, bin)); err != nil {
+		return err
+	}
+
+	step("containerd on every node")
+	for _, n := range st.Nodes {
+		conf, err := writeContainerdConfig(l, n.Name)
+		if err != nil {
+			return err
+		}
+		if err := startProc("containerd-"+n.Name, n.Name, n.Netns, []string{"containerd", "--config", conf}); err != nil {
+			return err
+		}
+	}
+	if err := imgs.Wait(); err != nil {
+		return fmt.Errorf("build images: %w", err)
+	}
+	step("images into every node's containerd")
+	var g errgroup.Group
+	for _, n := range st.Nodes {
+		g.Go(func() error { return importImages(ctx, l, n.Name, imgDir) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+
+	step("kubelets")
+	// Every kubelet binds /var/lib/kubelet/device-plugins/kubelet.sock whatever its
+	// root dir, clearing stale sockets there first: started together they race for it,
+	// started one after the other each takes it over. Nothing of ours uses device plugins.
+	if _, err := os.Stat(kubeletSharedDir); errors.Is(err, os.ErrNotExist) {
+		st.Created = append(st.Created, kubeletSharedDir)
+	}
+	for _, n := range st.Nodes {
+		// The kubelet's cgroupRoot must exist in every hierarchy before it starts.
+		if _, err := makeCgroup(cgroupTop + "/" + n.Name); err != nil {
+			return err
+		}
+		conf, err := writeKubeletConfig(l, n.Name, n.IP, s.DNSServiceIP(), s.ClusterDomain)
+		if err != nil {
+			return err
+		}
+		if err := startProc("kubelet-"+n.Name, n.Name, n.Netns, kubeletArgs(l, bin, n.Name, n.IP, conf)); err != nil {
+			return err
+		}
+		if err := st.waitFor(ctx, n.Name+" registered", func() (bool, error) {
+			_, err := client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			return err == nil, nil
+		}); err != nil {
+			return err
+		}
+	}
+	step(fmt.Sprintf("%d nodes registered", len(st.Nodes)))
+
+	if err := labelControlPlane(ctx, client, cp.Name); err != nil {
+		return err
+	}
+	step("deploy/ (edgenet)")
+	if err := bootstrapObjects(ctx, client, server); err != nil {
+		return err
+	}
+	if err := applyDeploy(ctx, l, bin); err != nil {
+		return err
+	}
+	if err := st.waitFor(ctx, "edgenet agent running on every node", func() (bool, error) {
+		return agentsReady(ctx, client, len(st.Nodes))
+	}); err != nil {
+		return err
+	}
+	st.Ready = true
+	if err := st.save(l.stateFile()); err != nil {
+		return err
+	}
+	step("ready")
+	fmt.Fprintf(cfg.Out, "\nThe edgenet appliance is up: %d nodes on %s.\n  export KUBECONFIG=%s\n  kubectl get nodes -o wide\n",
+		len(st.Nodes), s.SiteSubnet, l.kubeconfig("admin"))
+	return nil
+}
+
+func checkPrereqs(cfg Config) error {
+	if os.Geteuid() != 0 {
+		return errors.New("edgenet up must run as root")
+	}
+	var missing []string
+	for _, c := range []string{"ip", "nft", "nsenter", "etcd", "containerd", "containerd-shim-runc-v2", "runc", "ctr"} {
+		if _, err := exec.LookPath(c); err != nil {
+			missing = append(missing, c)
+		}
+	}
+	for _, f := range []string{
+		filepath.Join(cfg.KubeBinDir, "kube-apiserver"), filepath.Join(cfg.KubeBinDir, "kube-controller-manager"),
+		filepath.Join(cfg.KubeBinDir, "kube-scheduler"), filepath.Join(cfg.KubeBinDir, "kubelet"),
+		filepath.Join(cfg.KubeBinDir, "kubectl"),
+		filepath.Join(cfg.BinDir, "edgenet"), filepath.Join(cfg.BinDir, "testapp"), filepath.Join(cfg.BinDir, "pause"),
+	} {
+		if _, err := os.Stat(f); err != nil {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing (run `make build kube deps`): %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// leftovers reports whether anything of an earlier appliance is still on the host.
+func leftovers() bool {
+	return len(ourNetns()) > 0 || len(ourLinks()) > 0 || len(ourRoutes()) > 0 || len(cgroupPIDs()) > 0 ||
+		run("nft", "list", "table", "inet", guardTable) == nil
+}
+
+func makeNetwork(s computenet.Settings, st *state) error {
+	bits := s.SiteSubnet.Bits()
+	for i := 0; i < s.Nodes; i++ {
+		ip, err := s.NodeIP(i)
+		if err != nil {
+			return err
+		}
+		name := NodeName(i)
+		st.Nodes = append(st.Nodes, host{Name: name, Netns: "edgenet-" + name, IP: ip, Link: linkPrefix + name})
+	}
+	cip, err := clientIP(s)
+	if err != nil {
+		return err
+	}
+	st.Client = host{Name: "client", Netns: ClientNetns, IP: cip, Link: linkPrefix + "client"}
+	if err := addBridge(netip.PrefixFrom(s.Gateway, bits)); err != nil {
+		return err
+	}
+	for _, h := range st.Nodes {
+		if err := addHost(h, bits, s.Gateway, true); err != nil {
+			return err
+		}
+	}
+	if err := addHost(st.Client, bits, s.Gateway, false); err != nil {
+		return err
+	}
+	var ext []netipx.IPRange
+	for _, r := range s.ExternalIPs {
+		ext = append(ext, netipx.IPRangeFrom(r.From, r.To))
+	}
+	for _, p := range guardPrefixes(s.PodCIDR, s.ServiceCIDR, ext) {
+		if err := addGuardRoute(p); err != nil {
+			return err
+		}
+	}
+	return addGuardTable()
+}
+
+// clientIP picks the highest address of the site subnet that no range uses.
+func clientIP(s computenet.Settings) (netip.Addr, error) {
+	last := netipx.PrefixLastIP(s.SiteSubnet)
+	for a := last.Prev(); a.IsValid() && s.SiteSubnet.Contains(a); a = a.Prev() {
+		if a == s.Gateway || s.NodeIPs.Contains(a) {
+			continue
+		}
+		used := false
+		for _, r := range s.ExternalIPs {
+			used = used || r.Contains(a)
+		}
+		if !used {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, errors.New("no free address in the site subnet for the client")
+}
+
+func makePKI(l layout, s computenet.Settings, st *state, server string) error {
+	ca, err := newCA(filepath.Join(l.state, "pki"))
+	if err != nil {
+		return err
+	}
+	cp := st.Nodes[0]
+	d := s.ClusterDomain
+	specs := []certSpec{
+		{name: "apiserver", cn: "kube-apiserver", server: true,
+			ips: []netip.Addr{cp.IP, s.APIServiceIP(), netip.MustParseAddr("127.0.0.1")},
+			dns: []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + d, "localhost"}},
+		{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}, client: true},
+		{name: "admin", cn: "edgenet-admin", orgs: []string{"system:masters"}, client: true},
+		{name: "controller-manager", cn: "system:kube-controller-manager", client: true},
+		{name: "scheduler", cn: "system:kube-scheduler", client: true},
+	}
+	for _, n := range st.Nodes {
+		specs = append(specs, certSpec{name: "kubelet-" + n.Name, cn: "system:node:" + n.Name,
+			orgs: []string{"system:nodes"}, client: true, server: true, ips: []netip.Addr{n.IP}, dns: []string{n.Name}})
+	}
+	for _, sp := range specs {
+		if err := ca.issue(sp); err != nil {
+			return err
+		}
+	}
+	if err := ca.serviceAccountKey(); err != nil {
+		return err
+	}
+	for _, who := range []string{"admin", "controller-manager", "scheduler"} {
+		if err := writeKubeconfig(l.kubeconfig(who), server, ca.path("ca.crt"), ca.path(who+".crt"), ca.path(who+".key")); err != nil {
+			return err
+		}
+	}
+	for _, n := range st.Nodes {
+		who := "kubelet-" + n.Name
+		if err := writeKubeconfig(l.kubeconfig(who), server, ca.path("ca.crt"), ca.path(who+".crt"), ca.path(who+".key")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func adminClient(l layout) (*kubernetes.Clientset, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", l.kubeconfig("admin"))
+	if err != nil {
+		return nil, err
+	}
+	rc.Timeout = 10 * time.Second
+	return kubernetes.NewForConfig(rc)
+}
+
+func imageFile(ref string) string {
+	return strings.NewReplacer("/", "_", ":", "_").Replace(ref) + ".tar"
+}
+
+func importImages(ctx context.Context, l layout, node, dir string) error {
+	sock := l.containerdSock(node)
+	if err := waitFor(ctx, "containerd on "+node, func() (bool, error) {
+		return exec.CommandContext(ctx, "ctr", "--address", sock, "version").Run() == nil, nil
+	}); err != nil {
+		return err
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.tar"))
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if out, err := exec.CommandContext(ctx, "ctr", "--address", sock, "-n", "k8s.io", "images", "import", "--no-unpack", f).CombinedOutput(); err != nil {
+			return fmt.Errorf("import %s into %s: %w: %s", filepath.Base(f), node, err, out)
+		}
+	}
+	return nil
+}
+
+func labelControlPlane(ctx context.Context, c kubernetes.Interface, node string) error {
+	patch := []byte(`{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}`)
+	_, err := c.CoreV1().Nodes().Patch(ctx, node, "application/merge-patch+json", patch, metav1.PatchOptions{})
+	return err
+}
+
+// bootstrapObjects creates what deploy/ expects of a cluster before edgenet's own
+// service proxy runs: the namespace and the apiserver endpoint for hostNetwork pods.
+func bootstrapObjects(ctx context.Context, c kubernetes.Interface, server string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SystemNamespace}}
+	if _, err := c.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	ap, err := netip.ParseAddrPort(strings.TrimPrefix(server, "https://"))
+	if err != nil {
+		return err
+	}
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: APIEndpointConfigMap, Namespace: SystemNamespace},
+		Data: map[string]string{
+			"KUBERNETES_SERVICE_HOST": ap.Addr().String(),
+			"KUBERNETES_SERVICE_PORT": fmt.Sprint(ap.Port()),
+		},
+	}
+	if _, err := c.CoreV1().ConfigMaps(SystemNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
+}
+
+// applyDeploy applies the embedded deploy/ kustomization with kubectl, exactly as an
+// admin of a real cluster would.
+func applyDeploy(ctx context.Context, l layout, kubeBin string) error {
+	dir, err := os.MkdirTemp("", "edgenet-deploy-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.CopyFS(dir, deploy.FS); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(kubeBin, "kubectl"), "--kubeconfig", l.kubeconfig("admin"), "apply", "-k", dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("kubectl apply -k deploy: %w: %s", err, out)
+	}
+	return nil
+}
+
+func agentsReady(ctx context.Context, c kubernetes.Interface, nodes int) (bool, error) {
+	pods, err := c.CoreV1().Pods(SystemNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=edgenet-agent"})
+	if err != nil {
+		return false, nil
+	}
+	ready := 0
+	for _, p := range pods.Items {
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+				ready++
+			}
+		}
+	}
+	return ready == nodes, nil
+}
+
+// waitFor is waitFor that also fails as soon as a component up started has exited.
+func (st *state) waitFor(ctx context.Context, what string, cond func() (bool, error)) error {
+	return waitFor(ctx, what, func() (bool, error) {
+		for _, p := range st.Procs {
+			if !p.alive() {
+				return false, fmt.Errorf("%s exited; its log %s ends:\n%s", p.Name, p.Log, logTail(p.Log, 10))
+			}
+		}
+		return cond()
+	})
+}
+
+// logTail returns the last n lines of a log file.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitFor polls cond until it holds, fails, or ctx ends.
+func waitFor(ctx context.Context, what string, cond func() (bool, error)) error {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok, err := cond()
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,186 @@
+// Command testapp is the appliance's test workload: an HTTP/TCP/UDP echo server that
+// says which pod answered, and a probe client for HTTP and DNS.
+//
+//	testapp serve [-http :8080] [-tcp :9000] [-udp :9001]
+//	testapp http [-timeout 2s] URL
+//	testapp dns [-server ADDR] [-type A] [-tcp] NAME
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "testapp:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: testapp serve|http|dns ...")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:])
+	case "http":
+		return probeHTTP(args[1:])
+	case "dns":
+		return probeDNS(args[1:])
+	}
+	return fmt.Errorf("unknown mode %q", args[0])
+}
+
+type whoami struct {
+	Hostname string `json:"hostname"`
+	Remote   string `json:"remote"`
+	Path     string `json:"path"`
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	httpAddr := fs.String("http", ":8080", "HTTP listen address")
+	tcpAddr := fs.String("tcp", ":9000", "TCP echo listen address")
+	udpAddr := fs.String("udp", ":9001", "UDP echo listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	errc := make(chan error, 3)
+	go func() {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(whoami{Hostname: host, Remote: r.RemoteAddr, Path: r.URL.Path})
+		})
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		errc <- (&http.Server{Addr: *httpAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}).ListenAndServe()
+	}()
+	go func() {
+		l, err := net.Listen("tcp", *tcpAddr)
+		if err != nil {
+			errc <- err
+			return
+		}
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				errc <- err
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "%s\n", host)
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	go func() {
+		pc, err := net.ListenPacket("udp", *udpAddr)
+		if err != nil {
+			errc <- err
+			return
+		}
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				errc <- err
+				return
+			}
+			pc.WriteTo([]byte(host+" "+string(buf[:n])), from)
+		}
+	}()
+	return <-errc
+}
+
+func probeHTTP(args []string) error {
+	fs := flag.NewFlagSet("http", flag.ContinueOnError)
+	timeout := fs.Duration("timeout", 2*time.Second, "request timeout")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: testapp http URL")
+	}
+	c := &http.Client{Timeout: *timeout}
+	resp, err := c.Get(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	os.Stdout.Write(body)
+	if resp.StatusCode >= 400 {
+		return fmt.Errorf("HTTP %s", resp.Status)
+	}
+	return nil
+}
+
+func probeDNS(args []string) error {
+	fs := flag.NewFlagSet("dns", flag.ContinueOnError)
+	server := fs.String("server", "", "DNS server address (default: first nameserver of /etc/resolv.conf)")
+	qtype := fs.String("type", "A", "query type")
+	tcp := fs.Bool("tcp", false, "query over TCP")
+	search := fs.Bool("search", true, "apply the resolv.conf search path to names without a trailing dot")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: testapp dns NAME")
+	}
+	t, ok := dns.StringToType[strings.ToUpper(*qtype)]
+	if !ok {
+		return fmt.Errorf("unknown type %q", *qtype)
+	}
+	names := []string{dns.Fqdn(fs.Arg(0))}
+	conf, confErr := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if *server == "" {
+		if confErr != nil {
+			return confErr
+		}
+		*server = net.JoinHostPort(conf.Servers[0], conf.Port)
+	}
+	if *search && confErr == nil && !strings.HasSuffix(fs.Arg(0), ".") {
+		names = conf.NameList(fs.Arg(0))
+	}
+	c := &dns.Client{Timeout: 2 * time.Second}
+	if *tcp {
+		c.Net = "tcp"
+	}
+	var last *dns.Msg
+	for _, n := range names {
+		m := new(dns.Msg).SetQuestion(n, t)
+		r, _, err := c.ExchangeContext(context.Background(), m, *server)
+		if err != nil {
+			return err
+		}
+		last = r
+		if r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0 {
+			break
+		}
+	}
+	w := bufio.NewWriter(os.Stdout)
+	fmt.Fprintf(w, "rcode %s\n", dns.RcodeToString[last.Rcode])
+	for _, rr := range last.Answer {
+		fmt.Fprintln(w, rr.String())
+	}
+	return w.Flush()
+}
