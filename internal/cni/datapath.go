@@ -94,6 +94,9 @@ func setup(a attachment) (b built, err error) {
 	}
 	// A leftover of an ADD that died midway for this very attachment: its name is ours.
 	if old, err := netlinksafe.LinkByName(a.hostVeth); err == nil {
+		if _, ok := old.(*netlink.Veth); !ok {
+			return b, fmt.Errorf("host link %s exists and is a %s, not a veth: refusing to touch it", a.hostVeth, old.Type())
+		}
 		_ = netlink.LinkDel(old)
 	}
 	veth := &netlink.Veth{
@@ -144,7 +147,8 @@ func setup(a attachment) (b built, err error) {
 	if err := ph.RouteReplace(&netlink.Route{LinkIndex: pod.Attrs().Index, Dst: hostPrefix(GatewayIP), Scope: netlink.SCOPE_LINK}); err != nil {
 		return b, fmt.Errorf("pod route %s: %w", GatewayIP, err)
 	}
-	if err := ph.RouteReplace(&netlink.Route{LinkIndex: pod.Attrs().Index, Dst: defaultRoute(), Gw: gw, Flags: int(netlink.FLAG_ONLINK)}); err != nil {
+	// RouteAdd, not Replace: a second attachment in the same pod must not steal the first one's default route.
+	if err := ph.RouteAdd(&netlink.Route{LinkIndex: pod.Attrs().Index, Dst: defaultRoute(), Gw: gw, Flags: int(netlink.FLAG_ONLINK)}); err != nil && !errors.Is(err, unix.EEXIST) {
 		return b, fmt.Errorf("pod default route via %s: %w", GatewayIP, err)
 	}
 	return built{hostMAC: host.Attrs().HardwareAddr, podMAC: pod.Attrs().HardwareAddr}, nil
@@ -200,12 +204,12 @@ func verify(a attachment) error {
 	if !hasAddr(addrs, a.ip) {
 		return fmt.Errorf("pod interface %s lacks %s/32", a.ifName, a.ip)
 	}
-	routes, err := ph.RouteList(pod, unix.AF_INET)
+	routes, err := ph.RouteList(nil, unix.AF_INET)
 	if err != nil {
 		return fmt.Errorf("pod routes: %w", err)
 	}
 	if !hasDefaultVia(routes, GatewayIP) {
-		return fmt.Errorf("pod has no default route via %s dev %s", GatewayIP, a.ifName)
+		return fmt.Errorf("pod has no default route via %s", GatewayIP)
 	}
 
 	host, err := netlinksafe.LinkByName(a.hostVeth)

@@ -29,6 +29,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"edgenet.io/edgenet/internal/ipam"
 	edgeversion "edgenet.io/edgenet/internal/version"
@@ -63,6 +64,16 @@ func handleOf(args *skel.CmdArgs) (ipam.Handle, *types.Error) {
 // checkNetns refuses a CNI_NETNS that is missing, not a netns, or the plugin's own (host) namespace.
 func checkNetns(path string) *types.Error {
 	nsh, err := netns.GetFromPath(path)
+	if err == nil {
+		// The path must be a network namespace, not merely a file on nsfs/procfs.
+		var kind int
+		if kind, err = unix.IoctlRetInt(int(nsh), unix.NS_GET_NSTYPE); err == nil && kind != unix.CLONE_NEWNET {
+			err = fmt.Errorf("namespace type %#x, not a network namespace", kind)
+		}
+		if err != nil {
+			nsh.Close()
+		}
+	}
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("edgenet-cni: CNI_NETNS=%q is not a network namespace", path), err.Error())
 	}
@@ -278,4 +289,3 @@ func cmdStatus(args *skel.CmdArgs) error {
 	}
 	return nil
 }
-
