@@ -1,7 +1,6 @@
 package cni
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -489,4 +488,3 @@ func execIP(args ...string) (string, error) {
 	return out, err
 }
 
-var _ = context.Background

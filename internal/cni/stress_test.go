@@ -181,7 +181,9 @@ func TestStressAgentKilled(t *testing.T) {
 	}
 }
 
-func typesResult(res types.Result) (*types100.Result, error) { return types100.NewResultFromResult(res) }
+func typesResult(res types.Result) (*types100.Result, error) {
+	return types100.NewResultFromResult(res)
+}
 
 func percentiles(d []time.Duration) (p50, p99 time.Duration) {
 	if len(d) == 0 {

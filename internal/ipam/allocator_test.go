@@ -29,7 +29,9 @@ func newTestAllocator(t *testing.T, dir, cidr string, bits, maxBlocks int) (*All
 	return a, src
 }
 
-func h(id string) Handle { return Handle{ContainerID: id, IfName: "eth0", PodNamespace: "default", PodName: "pod-" + id} }
+func h(id string) Handle {
+	return Handle{ContainerID: id, IfName: "eth0", PodNamespace: "default", PodName: "pod-" + id}
+}
 
 func TestAllocateIdempotentSkipsNetworkAddress(t *testing.T) {
 	a, _ := newTestAllocator(t, t.TempDir(), "10.1.0.0/24", 28, 0)
