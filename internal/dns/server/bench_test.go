@@ -23,7 +23,9 @@ func packQ(name string, t uint16) []byte {
 func BenchmarkServeA(b *testing.B) { benchFast(b, "web.ns.svc.cluster.local.", dns.TypeA) }
 
 // BenchmarkServeNXDOMAIN is a search-path miss (ndots:5 makes these the most common cluster queries).
-func BenchmarkServeNXDOMAIN(b *testing.B) { benchFast(b, "www.example.com.ns.svc.cluster.local.", dns.TypeA) }
+func BenchmarkServeNXDOMAIN(b *testing.B) {
+	benchFast(b, "www.example.com.ns.svc.cluster.local.", dns.TypeA)
+}
 
 // BenchmarkServeSRV is a headless SRV with the endpoint address in the additional section.
 func BenchmarkServeSRV(b *testing.B) { benchFast(b, "_http._tcp.h.ns.svc.cluster.local.", dns.TypeSRV) }

@@ -141,12 +141,6 @@ func parseReverse(name string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// isReverse reports whether a lowercase fully qualified name is under in-addr.arpa. or ip6.arpa.
-func isReverse(name string) bool {
-	return strings.HasSuffix(name, ".in-addr.arpa.") || strings.HasSuffix(name, ".ip6.arpa.") ||
-		name == "in-addr.arpa." || name == "ip6.arpa."
-}
-
 // dashed is the label a pod or unnamed endpoint address gets: dots or colons replaced by dashes (as CoreDNS does).
 func dashed(a netip.Addr) string {
 	a = a.Unmap()
