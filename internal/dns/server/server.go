@@ -1,0 +1,317 @@
+// Package server is the DNS front end of edgenet dns: UDP and TCP listeners, routing of questions to the cluster
+// zone core (package zone) or to the caching forwarder, and the metrics/readiness HTTP endpoint.
+//
+// UDP queries for cluster names are answered on the wire fast path (zone.ParseQuery + Snapshot.AppendReply) by one
+// reader goroutine per SO_REUSEPORT socket, without allocation; everything else is unpacked into a dns.Msg and
+// handled on its own goroutine. It does not talk to Kubernetes.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"edgenet.io/edgenet/internal/dns/zone"
+)
+
+// Zone gives the current snapshot of the cluster zone; *zone.Store implements it.
+type Zone interface {
+	Snapshot() *zone.Snapshot
+}
+
+// Config configures a Server. Zero durations and sizes take the defaults shown.
+type Config struct {
+	// Listen are host:port addresses served on both UDP and TCP, e.g. "0.0.0.0:53". Port 0 picks one port, the same
+	// for UDP and TCP.
+	Listen []string
+	// Upstreams are host:port resolvers for names outside the cluster zone; none means such queries get SERVFAIL.
+	Upstreams []string
+	// UpstreamTimeout per exchange (2s).
+	UpstreamTimeout time.Duration
+	// CacheSize is the maximum number of cached answers (10000).
+	CacheSize int
+	// CacheMaxTTL caps positive answers (1h); CacheMaxNegativeTTL caps negative ones (30m).
+	CacheMaxTTL, CacheMaxNegativeTTL time.Duration
+	// StaleWindow is how long past expiry an answer may be served when every upstream fails (1h, RFC 8767).
+	StaleWindow time.Duration
+	// PrefetchHits is how many hits make an entry popular enough to be refreshed in its last 10% of TTL (3).
+	PrefetchHits uint32
+	// UDPWorkers is the number of SO_REUSEPORT sockets and reader goroutines per address (GOMAXPROCS).
+	UDPWorkers int
+	// MaxInflight bounds queries handled off the fast path at once (4096); more are dropped.
+	MaxInflight int
+	// HTTP is the host:port of the /metrics, /ready and /health endpoint; empty disables it.
+	HTTP string
+	// Ready reports readiness (the zone source's first sync); nil means always ready.
+	Ready func() bool
+	// Registry receives the metrics; nil makes a private one.
+	Registry *prometheus.Registry
+	Logger   *slog.Logger
+}
+
+// Server answers DNS queries. Create it with New, bind with Listen, then Serve.
+type Server struct {
+	cfg  Config
+	zone Zone
+	fwd  *forwarder
+	m    *metrics
+	log  *slog.Logger
+	reg  *prometheus.Registry
+	sem  chan struct{}
+
+	udp      []*net.UDPConn
+	tcp      []net.Listener
+	httpLn   net.Listener
+	closeOne sync.Once
+}
+
+// New checks cfg and builds a server answering from z.
+func New(cfg Config, z Zone) (*Server, error) {
+	if len(cfg.Listen) == 0 {
+		return nil, errors.New("server: no listen address")
+	}
+	for _, u := range cfg.Upstreams {
+		if _, err := netip.ParseAddrPort(u); err != nil {
+			return nil, fmt.Errorf("server: upstream %q: %w", u, err)
+		}
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&cfg.UpstreamTimeout, 2*time.Second)
+	def(&cfg.CacheMaxTTL, time.Hour)
+	def(&cfg.CacheMaxNegativeTTL, 30*time.Minute)
+	def(&cfg.StaleWindow, time.Hour)
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 10000
+	}
+	if cfg.PrefetchHits == 0 {
+		cfg.PrefetchHits = 3
+	}
+	if cfg.UDPWorkers <= 0 {
+		cfg.UDPWorkers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = 4096
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{cfg: cfg, zone: z, log: cfg.Logger.With("component", "dns"), reg: cfg.Registry, sem: make(chan struct{}, cfg.MaxInflight)}
+	c := newCache(cacheConfig{
+		maxEntries: cfg.CacheSize, maxTTL: cfg.CacheMaxTTL, maxNegTTL: cfg.CacheMaxNegativeTTL,
+		staleWindow: cfg.StaleWindow, prefetchMin: cfg.PrefetchHits,
+	})
+	s.m = newMetrics(cfg.Registry, func() float64 { return float64(c.len()) }, func() float64 { return float64(z.Snapshot().Len()) })
+	s.fwd = &forwarder{upstreams: cfg.Upstreams, timeout: cfg.UpstreamTimeout, cache: c, m: s.m, now: time.Now, bg: make(chan struct{}, 64)}
+	return s, nil
+}
+
+// Listen binds every UDP and TCP socket (and the HTTP one); errors leave nothing bound.
+func (s *Server) Listen() (err error) {
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		return errors.Join(err, serr)
+	}}
+	ctx := context.Background()
+	for _, addr := range s.cfg.Listen {
+		first, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			return fmt.Errorf("server: listen udp %s: %w", addr, err)
+		}
+		s.udp = append(s.udp, first.(*net.UDPConn))
+		bound := first.LocalAddr().String() // port 0 resolved: later sockets share it
+		for range s.cfg.UDPWorkers - 1 {
+			pc, err := lc.ListenPacket(ctx, "udp", bound)
+			if err != nil {
+				return fmt.Errorf("server: listen udp %s: %w", bound, err)
+			}
+			s.udp = append(s.udp, pc.(*net.UDPConn))
+		}
+		ln, err := net.Listen("tcp", bound)
+		if err != nil {
+			return fmt.Errorf("server: listen tcp %s: %w", bound, err)
+		}
+		s.tcp = append(s.tcp, ln)
+	}
+	if s.cfg.HTTP != "" {
+		if s.httpLn, err = net.Listen("tcp", s.cfg.HTTP); err != nil {
+			return fmt.Errorf("server: listen http %s: %w", s.cfg.HTTP, err)
+		}
+	}
+	return nil
+}
+
+// Addrs are the bound DNS addresses (one per Listen entry), valid after Listen.
+func (s *Server) Addrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, ln := range s.tcp {
+		out = append(out, ln.Addr().(*net.TCPAddr).AddrPort())
+	}
+	return out
+}
+
+// HTTPAddr is the bound metrics address, valid after Listen.
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+func (s *Server) close() {
+	s.closeOne.Do(func() {
+		for _, c := range s.udp {
+			c.Close()
+		}
+		for _, l := range s.tcp {
+			l.Close()
+		}
+		if s.httpLn != nil {
+			s.httpLn.Close()
+		}
+	})
+}
+
+// Serve answers queries on the sockets bound by Listen until ctx is done.
+func (s *Server) Serve(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, c := range s.udp {
+		g.Go(func() error { return s.serveUDP(ctx, c) })
+	}
+	var tcpServers []*dns.Server
+	for _, ln := range s.tcp {
+		srv := &dns.Server{Listener: ln, Handler: dns.HandlerFunc(s.ServeDNS), ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
+		tcpServers = append(tcpServers, srv)
+		g.Go(func() error {
+			if err := srv.ActivateAndServe(); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("server: tcp: %w", err)
+			}
+			return nil
+		})
+	}
+	var hs *http.Server
+	if s.httpLn != nil {
+		hs = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error {
+			if err := hs.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("server: http: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-ctx.Done()
+		for _, srv := range tcpServers {
+			_ = srv.Shutdown()
+		}
+		if hs != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = hs.Shutdown(sctx)
+		}
+		s.close()
+		return nil
+	})
+	s.log.Info("serving", "addrs", s.Addrs(), "upstreams", s.cfg.Upstreams, "http", s.HTTPAddr())
+	return g.Wait()
+}
+
+// Run is Listen then Serve.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if s.cfg.Ready != nil && !s.cfg.Ready() {
+			http.Error(w, "not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("OK\n"))
+	})
+	return mux
+}
+
+func (s *Server) serveUDP(ctx context.Context, c *net.UDPConn) error {
+	buf := make([]byte, 65535)
+	out := make([]byte, 0, 4096)
+	var q zone.WireQuery
+	for {
+		n, addr, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			s.log.Warn("udp read", "err", err)
+			continue
+		}
+		pkt := buf[:n]
+		var ok bool
+		if out, ok = s.fast(out[:0], pkt, &q); ok {
+			_, _ = c.WriteToUDPAddrPort(out, addr)
+			continue
+		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			s.m.dropped.Inc()
+			continue
+		}
+		p := append([]byte(nil), pkt...)
+		go func() {
+			defer func() { <-s.sem }()
+			if resp := s.handlePacket(ctx, p, true); resp != nil {
+				_, _ = c.WriteToUDPAddrPort(resp, addr)
+			}
+		}()
+	}
+}
+
+// fast answers a UDP packet on the wire path when it can; otherwise it reports false and the packet takes
+// handlePacket.
+func (s *Server) fast(dst, pkt []byte, q *zone.WireQuery) ([]byte, bool) {
+	start := time.Now()
+	if !zone.ParseQuery(pkt, q) {
+		return dst, false
+	}
+	out, ok := s.zone.Snapshot().AppendReply(dst, pkt, q)
+	if ok {
+		s.m.count(q.Qtype, int(out[3]&0xf))
+		s.m.latency[srcCluster].Observe(time.Since(start).Seconds())
+	}
+	return out, ok
+}

@@ -1,0 +1,238 @@
+package zone
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Store holds the model and publishes an immutable Snapshot after every change. Writers are serialized; readers
+// call Snapshot() and never block.
+type Store struct {
+	cfg Config
+
+	mu         sync.Mutex
+	services   map[string]*Service            // by ns/name
+	endpoints  map[string][]EndpointGroup     // by ns/name; may arrive before the service
+	namespaces map[string]bool                // explicitly known namespaces
+	names      map[string]map[string][]dns.RR // owner name -> source -> records
+	sources    map[string][]string            // source -> owner names it contributes
+	gen        uint64
+	serial     uint32
+
+	cur    atomic.Pointer[Snapshot]
+	synced atomic.Bool
+}
+
+// NewStore validates cfg and returns a store whose first snapshot holds only the zone's own records.
+func NewStore(cfg Config) (*Store, error) {
+	c, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		cfg:        c,
+		services:   map[string]*Service{},
+		endpoints:  map[string][]EndpointGroup{},
+		namespaces: map[string]bool{},
+		names:      map[string]map[string][]dns.RR{},
+		sources:    map[string][]string{},
+	}
+	s.Update(func(tx *Tx) { tx.setSource("zone", s.cfg.staticRecords()) })
+	return s, nil
+}
+
+// Config returns the normalized configuration (Domain lowercased and fully qualified).
+func (s *Store) Config() Config { return s.cfg }
+
+// Snapshot returns the current snapshot. It is never nil.
+func (s *Store) Snapshot() *Snapshot { return s.cur.Load() }
+
+// MarkSynced records that the source has delivered its initial state; the server is not ready before.
+func (s *Store) MarkSynced() { s.synced.Store(true) }
+
+// Synced reports whether MarkSynced was called.
+func (s *Store) Synced() bool { return s.synced.Load() }
+
+// Tx batches changes; the snapshot is published once when Update's function returns.
+type Tx struct {
+	s      *Store
+	shards [nShards]map[string]*node
+	copied [nShards]bool
+	dirty  bool
+}
+
+// Update runs fn with a transaction and publishes the result.
+func (s *Store) Update(fn func(tx *Tx)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx := &Tx{s: s}
+	if cur := s.cur.Load(); cur != nil {
+		tx.shards = cur.shards
+	}
+	fn(tx)
+	if !tx.dirty && s.cur.Load() != nil {
+		return
+	}
+	for i := range tx.shards {
+		if tx.shards[i] == nil {
+			tx.shards[i] = map[string]*node{}
+		}
+	}
+	s.gen++
+	s.serial = max(s.serial+1, uint32(time.Now().Unix()))
+	s.cur.Store(newSnapshot(&s.cfg, tx.shards, s.gen, s.serial))
+}
+
+// SetService adds or replaces a service. An invalid service is rejected with an error and changes nothing.
+func (tx *Tx) SetService(svc Service) error {
+	if err := svc.validate(); err != nil {
+		return fmt.Errorf("zone: service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	svc.ClusterIPs = slices.Clone(svc.ClusterIPs)
+	svc.Ports = slices.Clone(svc.Ports)
+	k := svc.key()
+	tx.s.services[k] = &svc
+	tx.refresh(k)
+	return nil
+}
+
+// DeleteService removes a service; its endpoints are kept until DeleteEndpoints (slices may outlive it briefly).
+func (tx *Tx) DeleteService(namespace, name string) {
+	k := strings.ToLower(namespace + "/" + name)
+	delete(tx.s.services, k)
+	tx.refresh(k)
+}
+
+// SetEndpoints replaces all endpoint groups of a service.
+func (tx *Tx) SetEndpoints(namespace, name string, groups []EndpointGroup) error {
+	for _, g := range groups {
+		for _, p := range g.Ports {
+			if err := p.validate(); err != nil {
+				return fmt.Errorf("zone: endpoints %s/%s: %w", namespace, name, err)
+			}
+		}
+		for _, e := range g.Endpoints {
+			if e.Hostname != "" {
+				if err := checkLabel(e.Hostname); err != nil {
+					return fmt.Errorf("zone: endpoints %s/%s: hostname %q: %w", namespace, name, e.Hostname, err)
+				}
+			}
+		}
+	}
+	k := strings.ToLower(namespace + "/" + name)
+	if len(groups) == 0 {
+		delete(tx.s.endpoints, k)
+	} else {
+		tx.s.endpoints[k] = groups
+	}
+	tx.refresh(k)
+	return nil
+}
+
+// SetNamespace makes a namespace exist even without services.
+func (tx *Tx) SetNamespace(name string) error {
+	if err := checkLabel(name); err != nil {
+		return fmt.Errorf("zone: namespace %q: %w", name, err)
+	}
+	n := strings.ToLower(name)
+	tx.s.namespaces[n] = true
+	r := records{}
+	tx.s.cfg.namespaceRecords(r, n)
+	tx.s.cfg.addAncestors(r)
+	tx.setSource("ns:"+n, r)
+	return nil
+}
+
+// DeleteNamespace forgets a namespace; it still exists while services in it do.
+func (tx *Tx) DeleteNamespace(name string) {
+	n := strings.ToLower(name)
+	delete(tx.s.namespaces, n)
+	tx.setSource("ns:"+n, nil)
+}
+
+func (tx *Tx) refresh(k string) {
+	svc := tx.s.services[k]
+	if svc == nil {
+		tx.setSource("svc:"+k, nil)
+		return
+	}
+	tx.setSource("svc:"+k, tx.s.cfg.serviceRecords(svc, tx.s.endpoints[k]))
+}
+
+// setSource replaces everything one source contributes and rebuilds the touched names.
+func (tx *Tx) setSource(src string, r records) {
+	s := tx.s
+	touched := map[string]bool{}
+	for _, n := range s.sources[src] {
+		if _, still := r[n]; !still {
+			delete(s.names[n], src)
+			if len(s.names[n]) == 0 {
+				delete(s.names, n)
+			}
+			touched[n] = true
+		}
+	}
+	for n, rrs := range r {
+		if s.names[n] == nil {
+			s.names[n] = map[string][]dns.RR{}
+		}
+		s.names[n][src] = rrs
+		touched[n] = true
+	}
+	if len(r) == 0 {
+		delete(s.sources, src)
+	} else {
+		s.sources[src] = slices.Collect(maps.Keys(r))
+	}
+	for n := range touched {
+		tx.rebuild(n)
+	}
+}
+
+func (tx *Tx) shard(i int) map[string]*node {
+	if !tx.copied[i] {
+		tx.shards[i] = maps.Clone(tx.shards[i])
+		if tx.shards[i] == nil {
+			tx.shards[i] = map[string]*node{}
+		}
+		tx.copied[i] = true
+	}
+	return tx.shards[i]
+}
+
+func (tx *Tx) rebuild(name string) {
+	tx.dirty = true
+	sh := tx.shard(int(hashString(name) % nShards))
+	srcs := tx.s.names[name]
+	if len(srcs) == 0 {
+		delete(sh, name)
+		return
+	}
+	n := &node{name: name, apex: tx.s.cfg.apexOf(name)}
+	for _, src := range slices.Sorted(maps.Keys(srcs)) {
+	next:
+		for _, rr := range srcs[src] {
+			t := rr.Header().Rrtype
+			for i := range n.sets {
+				if n.sets[i].typ == t {
+					for _, have := range n.sets[i].rrs {
+						if dns.IsDuplicate(have, rr) {
+							continue next
+						}
+					}
+					n.sets[i].rrs = append(n.sets[i].rrs, rr)
+					continue next
+				}
+			}
+			n.sets = append(n.sets, rrset{typ: t, rrs: []dns.RR{rr}})
+		}
+	}
+	sh[name] = n
+}
