@@ -30,6 +30,7 @@ import (
 
 	"edgenet.io/edgenet/deploy"
 	"edgenet.io/edgenet/internal/computenet"
+	"edgenet.io/edgenet/internal/pki"
 )
 
 // Config is what up needs; cmd/edgenet fills it from flags and a config file.
@@ -349,41 +350,41 @@ func clientIP(s computenet.Settings) (netip.Addr, error) {
 }
 
 func makePKI(l layout, s computenet.Settings, st *state, server string) error {
-	ca, err := newCA(filepath.Join(l.state, "pki"))
+	ca, err := pki.NewCA(filepath.Join(l.state, "pki"))
 	if err != nil {
 		return err
 	}
 	cp := st.Nodes[0]
 	d := s.ClusterDomain
-	specs := []certSpec{
-		{name: "apiserver", cn: "kube-apiserver", server: true,
-			ips: []netip.Addr{cp.IP, s.APIServiceIP(), netip.MustParseAddr("127.0.0.1")},
-			dns: []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + d, "localhost"}},
-		{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}, client: true},
-		{name: "admin", cn: "edgenet-admin", orgs: []string{"system:masters"}, client: true},
-		{name: "controller-manager", cn: "system:kube-controller-manager", client: true},
-		{name: "scheduler", cn: "system:kube-scheduler", client: true},
+	specs := []pki.Spec{
+		{Name: "apiserver", CN: "kube-apiserver", Server: true,
+			IPs: []netip.Addr{cp.IP, s.APIServiceIP(), netip.MustParseAddr("127.0.0.1")},
+			DNS: []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + d, "localhost"}},
+		{Name: "apiserver-kubelet-client", CN: "kube-apiserver-kubelet-client", Orgs: []string{"system:masters"}, Client: true},
+		{Name: "admin", CN: "edgenet-admin", Orgs: []string{"system:masters"}, Client: true},
+		{Name: "controller-manager", CN: "system:kube-controller-manager", Client: true},
+		{Name: "scheduler", CN: "system:kube-scheduler", Client: true},
 	}
 	for _, n := range st.Nodes {
-		specs = append(specs, certSpec{name: "kubelet-" + n.Name, cn: "system:node:" + n.Name,
-			orgs: []string{"system:nodes"}, client: true, server: true, ips: []netip.Addr{n.IP}, dns: []string{n.Name}})
+		specs = append(specs, pki.Spec{Name: "kubelet-" + n.Name, CN: "system:node:" + n.Name,
+			Orgs: []string{"system:nodes"}, Client: true, Server: true, IPs: []netip.Addr{n.IP}, DNS: []string{n.Name}})
 	}
 	for _, sp := range specs {
-		if err := ca.issue(sp); err != nil {
+		if err := ca.Issue(sp); err != nil {
 			return err
 		}
 	}
-	if err := ca.serviceAccountKey(); err != nil {
+	if err := ca.ServiceAccountKey(); err != nil {
 		return err
 	}
 	for _, who := range []string{"admin", "controller-manager", "scheduler"} {
-		if err := writeKubeconfig(l.kubeconfig(who), server, ca.path("ca.crt"), ca.path(who+".crt"), ca.path(who+".key")); err != nil {
+		if err := writeKubeconfig(l.kubeconfig(who), server, ca.Path("ca.crt"), ca.Path(who+".crt"), ca.Path(who+".key")); err != nil {
 			return err
 		}
 	}
 	for _, n := range st.Nodes {
 		who := "kubelet-" + n.Name
-		if err := writeKubeconfig(l.kubeconfig(who), server, ca.path("ca.crt"), ca.path(who+".crt"), ca.path(who+".key")); err != nil {
+		if err := writeKubeconfig(l.kubeconfig(who), server, ca.Path("ca.crt"), ca.Path(who+".crt"), ca.Path(who+".key")); err != nil {
 			return err
 		}
 	}

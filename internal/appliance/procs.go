@@ -234,9 +234,12 @@ func stopProcs(ps []proc, grace time.Duration) {
 }
 
 // killCgroupTree SIGKILLs whatever still runs in the appliance's cgroup tree (container
-// processes, shims) until it is empty.
+// processes, shims) and waits until the tree is empty. A killed daemon whose parent
+// was up is reparented to init and stays in its cgroup as a zombie until init reaps
+// it, which can take seconds here; the cgroups can only be removed after that.
 func killCgroupTree() error {
-	for i := 0; i < 100; i++ {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
 		pids := cgroupPIDs()
 		if len(pids) == 0 {
 			return nil

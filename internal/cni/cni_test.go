@@ -487,4 +487,3 @@ func execIP(args ...string) (string, error) {
 	out, err := execCommand("ip", args...)
 	return out, err
 }
-

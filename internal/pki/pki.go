@@ -1,4 +1,7 @@
-package appliance
+// Package pki issues the certificates of an edgenet cluster: one CA, serving and client
+// certificates signed by it, and the service-account key pair. It writes PEM files into
+// one directory and knows nothing of who uses them.
+package pki
 
 import (
 	"crypto"
@@ -17,26 +20,26 @@ import (
 	"time"
 )
 
-// ca is the appliance's certificate authority. One CA signs every serving and client
-// certificate of the appliance; etcd stays on loopback inside the control-plane node
-// and speaks plain HTTP (see docs/OPERATIONS.md, "What is simplified").
-type ca struct {
+// CA is a certificate authority that writes what it issues into its directory.
+type CA struct {
 	cert *x509.Certificate
 	key  crypto.Signer
 	dir  string
 }
 
-type certSpec struct {
-	name   string // file stem under pki/
-	cn     string
-	orgs   []string
-	ips    []netip.Addr
-	dns    []string
-	server bool
-	client bool
+// Spec describes one certificate; it is written to <dir>/<Name>.crt and .key.
+type Spec struct {
+	Name   string
+	CN     string
+	Orgs   []string
+	IPs    []netip.Addr
+	DNS    []string
+	Server bool
+	Client bool
 }
 
-func newCA(dir string) (*ca, error) {
+// NewCA makes a new CA in dir (ca.crt, ca.key).
+func NewCA(dir string) (*CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -61,47 +64,48 @@ func newCA(dir string) (*ca, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &ca{cert: cert, key: key, dir: dir}
+	c := &CA{cert: cert, key: key, dir: dir}
 	if err := writePEM(filepath.Join(dir, "ca.crt"), "CERTIFICATE", der); err != nil {
 		return nil, err
 	}
 	return c, writeKey(filepath.Join(dir, "ca.key"), key)
 }
 
-func (c *ca) issue(s certSpec) error {
+// Issue signs a new key pair for s.
+func (c *CA) Issue(s Spec) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: s.cn, Organization: s.orgs},
+		Subject:      pkix.Name{CommonName: s.CN, Organization: s.Orgs},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().AddDate(1, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		DNSNames:     s.dns,
+		DNSNames:     s.DNS,
 	}
-	for _, ip := range s.ips {
+	for _, ip := range s.IPs {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, net.IP(ip.AsSlice()))
 	}
-	if s.server {
+	if s.Server {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
 	}
-	if s.client {
+	if s.Client {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, key.Public(), c.key)
 	if err != nil {
-		return fmt.Errorf("pki: sign %s: %w", s.name, err)
+		return fmt.Errorf("pki: sign %s: %w", s.Name, err)
 	}
-	if err := writePEM(filepath.Join(c.dir, s.name+".crt"), "CERTIFICATE", der); err != nil {
+	if err := writePEM(filepath.Join(c.dir, s.Name+".crt"), "CERTIFICATE", der); err != nil {
 		return err
 	}
-	return writeKey(filepath.Join(c.dir, s.name+".key"), key)
+	return writeKey(filepath.Join(c.dir, s.Name+".key"), key)
 }
 
-// serviceAccountKey writes the key pair the apiserver signs and verifies tokens with.
-func (c *ca) serviceAccountKey() error {
+// ServiceAccountKey writes sa.key and sa.pub, the key pair the apiserver signs and verifies tokens with.
+func (c *CA) ServiceAccountKey() error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -116,7 +120,8 @@ func (c *ca) serviceAccountKey() error {
 	return writeKey(filepath.Join(c.dir, "sa.key"), key)
 }
 
-func (c *ca) path(name string) string { return filepath.Join(c.dir, name) }
+// Path is the path of a file of the CA's directory.
+func (c *CA) Path(name string) string { return filepath.Join(c.dir, name) }
 
 func serial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
