@@ -57,7 +57,8 @@ func procStartTime(pid int) (uint64, error) {
 	return strconv.ParseUint(f[19], 10, 64)
 }
 
-// cgroupHierarchies lists the mount points of the cgroup v1 hierarchies.
+// cgroupHierarchies lists the mount points of the cgroup hierarchies: every v1 one and
+// the v2 one of a hybrid host, where runc also makes the containers' cgroups.
 func cgroupHierarchies() ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
@@ -69,7 +70,7 @@ func cgroupHierarchies() ([]string, error) {
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		for i, x := range fields {
-			if x == "-" && i+1 < len(fields) && fields[i+1] == "cgroup" {
+			if x == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") {
 				out = append(out, fields[4])
 			}
 		}
