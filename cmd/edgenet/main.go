@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,10 +18,12 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
 	"edgenet.io/edgenet/internal/agent"
 	"edgenet.io/edgenet/internal/appliance"
 	"edgenet.io/edgenet/internal/computenet"
+	"edgenet.io/edgenet/internal/dns"
 	"edgenet.io/edgenet/internal/version"
 )
 
@@ -31,6 +34,7 @@ commands:
   down     stop the appliance and remove everything up made (root)
   status   show the appliance's nodes, components and ranges
   agent    run the per-node agent (the DaemonSet)
+  dns      run the cluster DNS server (the Deployment behind the DNS service IP)
   version  print the version
 
 Run 'edgenet <command> -h' for a command's flags.
@@ -56,6 +60,8 @@ func run(args []string) error {
 		return applianceCmd(ctx, cmd, rest)
 	case "agent":
 		return agentCmd(ctx, rest)
+	case "dns":
+		return dnsCmd(ctx, rest)
 	case "version":
 		fmt.Printf("edgenet %s (Kubernetes %s)\n", version.Version, version.Kubernetes)
 		return nil
@@ -140,6 +146,65 @@ func agentCmd(ctx context.Context, args []string) error {
 	if cfg.Client, err = kubernetes.NewForConfig(rc); err != nil {
 		return err
 	}
-	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "agent")
+	cfg.Log = newLogger("agent")
 	return agent.Run(ctx, cfg)
+}
+
+// envOr is the value of the environment variable key, or def. Components take the
+// cluster's settings from the edgenet-config ConfigMap as EDGENET_* variables.
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func newLogger(component string) *slog.Logger {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", component)
+	klog.SetSlogLogger(log.With("source", "client-go"))
+	return log
+}
+
+func dnsCmd(ctx context.Context, args []string) error {
+	d := computenet.Defaults()
+	fs := flag.NewFlagSet("edgenet dns", flag.ContinueOnError)
+	var cfg dns.Config
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster)")
+	fs.StringVar(&cfg.ClusterDomain, "cluster-domain", envOr("EDGENET_CLUSTER_DOMAIN", d.ClusterDomain), "cluster domain")
+	listen := fs.String("listen", ":53", "comma-separated DNS listen addresses (UDP and TCP)")
+	ups := fs.String("upstream", envOr("EDGENET_UPSTREAM_DNS", ""), "comma-separated upstream resolvers (default: the nameservers of --resolv-conf)")
+	fs.StringVar(&cfg.ResolvConf, "resolv-conf", "/etc/resolv.conf", "where upstreams come from when --upstream is empty")
+	fs.DurationVar(&cfg.TTL, "ttl", 5*time.Second, "TTL of cluster records")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", ":9153", "address of /metrics, /ready and /health (\"-\" disables)")
+	fs.IntVar(&cfg.CacheSize, "cache-size", 10000, "answers kept by the forwarding cache")
+	podCIDR := fs.String("pod-cidr", envOr("EDGENET_POD_CIDR", d.PodCIDR.String()), "pod CIDR (its reverse zone is answered locally)")
+	svcCIDR := fs.String("service-cidr", envOr("EDGENET_SERVICE_CIDR", d.ServiceCIDR.String()), "service CIDR (its 10th address is the DNS service IP)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.Listen = splitList(*listen)
+	cfg.Upstreams = splitList(*ups)
+	s := d
+	s.PodCIDR, s.ServiceCIDR = netip.Prefix{}, netip.Prefix{}
+	var err error
+	if s.PodCIDR, err = netip.ParsePrefix(*podCIDR); err != nil {
+		return fmt.Errorf("--pod-cidr: %w", err)
+	}
+	if s.ServiceCIDR, err = netip.ParsePrefix(*svcCIDR); err != nil {
+		return fmt.Errorf("--service-cidr: %w", err)
+	}
+	cfg.NameserverAddrs = []netip.Addr{s.DNSServiceIP()}
+	cfg.ReverseCIDRs = []netip.Prefix{s.PodCIDR, s.ServiceCIDR}
+	cfg.Logger = newLogger("dns")
+	return dns.Run(ctx, cfg)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }

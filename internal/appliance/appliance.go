@@ -240,7 +240,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	step("deploy/ (edgenet)")
-	if err := bootstrapObjects(ctx, client, server); err != nil {
+	if err := bootstrapObjects(ctx, client, server, s); err != nil {
 		return err
 	}
 	if err := applyDeploy(ctx, l, bin); err != nil {
@@ -431,7 +431,7 @@ func labelControlPlane(ctx context.Context, c kubernetes.Interface, node string)
 
 // bootstrapObjects creates what deploy/ expects of a cluster before edgenet's own
 // service proxy runs: the namespace and the apiserver endpoint for hostNetwork pods.
-func bootstrapObjects(ctx context.Context, c kubernetes.Interface, server string) error {
+func bootstrapObjects(ctx context.Context, c kubernetes.Interface, server string, s computenet.Settings) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SystemNamespace}}
 	if _, err := c.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
@@ -450,7 +450,30 @@ func bootstrapObjects(ctx context.Context, c kubernetes.Interface, server string
 	if _, err := c.CoreV1().ConfigMaps(SystemNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
+	settings := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: ConfigConfigMap, Namespace: SystemNamespace},
+		Data:       ConfigEnv(s),
+	}
+	if _, err := c.CoreV1().ConfigMaps(SystemNamespace).Create(ctx, settings, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
 	return nil
+}
+
+// ConfigConfigMap holds the cluster's network settings as EDGENET_* variables for the
+// agent and the other components.
+const ConfigConfigMap = "edgenet-config"
+
+// ConfigEnv renders settings as the variables of ConfigConfigMap.
+func ConfigEnv(s computenet.Settings) map[string]string {
+	return map[string]string{
+		"EDGENET_POD_CIDR":       s.PodCIDR.String(),
+		"EDGENET_POD_BLOCK_SIZE": fmt.Sprint(s.BlockSize),
+		"EDGENET_SERVICE_CIDR":   s.ServiceCIDR.String(),
+		"EDGENET_CLUSTER_DOMAIN": s.ClusterDomain,
+		"EDGENET_SITE_SUBNET":    s.SiteSubnet.String(),
+		"EDGENET_NODE_IPS":       s.NodeIPs.String(),
+	}
 }
 
 // applyDeploy applies the embedded deploy/ kustomization with kubectl, exactly as an
@@ -464,7 +487,8 @@ func applyDeploy(ctx context.Context, l layout, kubeBin string) error {
 	if err := os.CopyFS(dir, deploy.FS); err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(kubeBin, "kubectl"), "--kubeconfig", l.kubeconfig("admin"), "apply", "-k", dir)
+	// deploy/appliance is deploy/ with per-node host paths: the nodes share one filesystem.
+	cmd := exec.CommandContext(ctx, filepath.Join(kubeBin, "kubectl"), "--kubeconfig", l.kubeconfig("admin"), "apply", "--server-side", "-k", filepath.Join(dir, "appliance"))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("kubectl apply -k deploy: %w: %s", err, out)
 	}

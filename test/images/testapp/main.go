@@ -4,6 +4,8 @@
 //	testapp serve [-http :8080] [-tcp :9000] [-udp :9001]
 //	testapp http [-timeout 2s] URL
 //	testapp dns [-server ADDR] [-type A] [-tcp] NAME
+//	testapp ping [-timeout 2s] ADDR
+//	testapp tcp [-timeout 2s] ADDR:PORT
 package main
 
 import (
@@ -21,6 +23,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
 )
 
 func main() {
@@ -41,6 +45,10 @@ func run(args []string) error {
 		return probeHTTP(args[1:])
 	case "dns":
 		return probeDNS(args[1:])
+	case "ping":
+		return probePing(args[1:])
+	case "tcp":
+		return probeTCP(args[1:])
 	}
 	return fmt.Errorf("unknown mode %q", args[0])
 }
@@ -183,4 +191,83 @@ func probeDNS(args []string) error {
 		fmt.Fprintln(w, rr.String())
 	}
 	return w.Flush()
+}
+
+// probePing sends one ICMP echo request and waits for the reply.
+func probePing(args []string) error {
+	fs := flag.NewFlagSet("ping", flag.ContinueOnError)
+	timeout := fs.Duration("timeout", 2*time.Second, "reply timeout")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: testapp ping ADDR")
+	}
+	dst, err := net.ResolveIPAddr("ip4", fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	id := os.Getpid() & 0xffff
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: 1, Data: []byte("edgenet")}}
+	b, err := msg.Marshal(nil)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if _, err := c.WriteTo(b, dst); err != nil {
+		return err
+	}
+	c.SetReadDeadline(time.Now().Add(*timeout))
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return fmt.Errorf("no reply from %s: %w", dst, err)
+		}
+		m, err := icmp.ParseMessage(1, buf[:n])
+		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+			continue
+		}
+		if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && from.String() == dst.String() {
+			fmt.Printf("reply from %s in %s\n", from, time.Since(start).Round(time.Microsecond))
+			return nil
+		}
+	}
+}
+
+// probeTCP connects, reads the echo server's greeting and echoes a line back.
+func probeTCP(args []string) error {
+	fs := flag.NewFlagSet("tcp", flag.ContinueOnError)
+	timeout := fs.Duration("timeout", 2*time.Second, "timeout")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: testapp tcp ADDR:PORT")
+	}
+	c, err := net.DialTimeout("tcp", fs.Arg(0), *timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(*timeout))
+	r := bufio.NewReader(c)
+	greeting, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(c, "ping"); err != nil {
+		return err
+	}
+	echo, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s%s", greeting, echo)
+	return nil
 }
