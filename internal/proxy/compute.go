@@ -93,8 +93,8 @@ type element struct {
 // family. It is a pure value computed by ComputeService.
 type ServiceRules struct {
 	Key      ServiceKey
-	Chains   map[string][]string     // chain name → rules, in order
-	Elements []element               // map entries
+	Chains   map[string][]string      // chain name → rules, in order
+	Elements []element                // map entries
 	Affinity map[string]time.Duration // affinity set name → timeout
 	// UDP lists, per UDP service port, the destinations and endpoints in use; the
 	// proxier diffs it between syncs to flush stale conntrack entries.
