@@ -106,6 +106,7 @@ type ServiceRules struct {
 }
 
 type udpPort struct {
+	ID        string // namespace/name/udp/portname
 	Dests     []netip.AddrPort // service IPs (cluster, external, LB) with the service port
 	NodePort  uint16
 	Endpoints []netip.Addr
@@ -371,7 +372,7 @@ func ComputeService(cfg NodeConfig, svc *Service, eps []*EndpointSlice) *Service
 		}
 
 		if p.Protocol == UDP {
-			u := udpPort{NodePort: nodePort}
+			u := udpPort{ID: portBase(svc.Key, p), NodePort: nodePort}
 			u.Dests = append(u.Dests, netip.AddrPortFrom(clusterIP, p.Port))
 			for _, a := range external {
 				u.Dests = append(u.Dests, netip.AddrPortFrom(a, p.Port))
