@@ -106,7 +106,7 @@ type ServiceRules struct {
 }
 
 type udpPort struct {
-	ID        string // namespace/name/udp/portname
+	ID        string           // namespace/name/udp/portname
 	Dests     []netip.AddrPort // service IPs (cluster, external, LB) with the service port
 	NodePort  uint16
 	Endpoints []netip.Addr

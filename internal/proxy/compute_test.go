@@ -257,3 +257,5 @@ func TestComputeGolden(t *testing.T) {
 }
 
 func netipPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func netipAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
