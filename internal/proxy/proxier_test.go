@@ -263,11 +263,11 @@ func TestRunWithKubernetesSource(t *testing.T) {
 	go func() {
 		done <- Run(ctx, Config{
 			Clientset: cs, NodeName: "node-a", NodeIPs: addrs("192.168.50.11"),
-			PodCIDRs:  []netip.Prefix{netipPrefix("172.27.0.0/16")},
-			NewNFT:    func(knftables.Family) (knftables.Interface, error) { return fake, nil },
-			Conntrack: &recordedConntrack{},
+			PodCIDRs:     []netip.Prefix{netipPrefix("172.27.0.0/16")},
+			NewNFT:       func(knftables.Family) (knftables.Interface, error) { return fake, nil },
+			Conntrack:    &recordedConntrack{},
 			HealthListen: func(uint16) (net.Listener, error) { return nil, fmt.Errorf("unused") },
-			OnProxiers: func(ps []*Proxier) { pmu.Lock(); proxiers = ps; pmu.Unlock() },
+			OnProxiers:   func(ps []*Proxier) { pmu.Lock(); proxiers = ps; pmu.Unlock() },
 		})
 	}()
 	hasElement := func(m string, key ...string) bool {
