@@ -34,7 +34,7 @@ type testNS struct {
 	h    netns.NsHandle
 }
 
-func newTestNS(t *testing.T, suffix string) *testNS {
+func newTestNS(t testing.TB, suffix string) *testNS {
 	t.Helper()
 	name := fmt.Sprintf("edgenet-t-proxy-%d-%s", os.Getpid()%100000, suffix)
 	sh(t, "", "ip", "netns", "add", name)
@@ -49,7 +49,7 @@ func newTestNS(t *testing.T, suffix string) *testNS {
 }
 
 // sh runs a command, inside netns ns unless ns is "".
-func sh(t *testing.T, ns string, args ...string) string {
+func sh(t testing.TB, ns string, args ...string) string {
 	t.Helper()
 	if ns != "" {
 		args = append([]string{"ip", "netns", "exec", ns}, args...)
@@ -85,7 +85,7 @@ type nsNFT struct {
 	txs   []string
 }
 
-func newNSNFT(t *testing.T, ns *testNS) *nsNFT {
+func newNSNFT(t testing.TB, ns *testNS) *nsNFT {
 	n := &nsNFT{ns: ns}
 	err := ns.in(func() (err error) {
 		n.inner, err = knftables.New(knftables.IPv4Family, TableName)

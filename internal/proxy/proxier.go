@@ -26,8 +26,10 @@ type Options struct {
 	// MinSyncInterval is the least time between two syncs: events arriving within it
 	// are batched into one transaction. Default 10ms.
 	MinSyncInterval time.Duration
-	// FullSyncPeriod is how often everything is rewritten and reconciled against the
-	// kernel even without events. Default 5 minutes.
+	// FullSyncPeriod is how often every service is recomputed and the table
+	// reconciled against the kernel's listing even without events; only what
+	// differs is written. Default 5 minutes. (Everything is rewritten only on the
+	// first sync and after a failed one.)
 	FullSyncPeriod time.Duration
 	Logger         *slog.Logger
 }
@@ -48,8 +50,8 @@ type Proxier struct {
 
 	// Owned by the sync goroutine.
 	syncMu   sync.Mutex
-	rs       *Ruleset // nil: next sync is a full one
-	lastFull time.Time
+	rs       *Ruleset // nil: next sync rewrites everything
+	resync   bool     // next sync recomputes every service
 	healthW  map[ServiceKey]healthWant
 
 	latency   Histogram
@@ -204,7 +206,7 @@ func (p *Proxier) Run(ctx context.Context) error {
 		last = time.Now()
 		if forceFull {
 			p.syncMu.Lock()
-			p.rs = nil
+			p.resync = true
 			p.syncMu.Unlock()
 		}
 		if err := p.Sync(ctx); err != nil {
@@ -239,16 +241,24 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		return nil
 	}
 	full := p.rs == nil
+	resync := p.resync && !full
 	dirty := p.dirty
 	p.dirty = map[ServiceKey]time.Time{}
 	keys := make([]ServiceKey, 0, len(dirty))
-	if full {
+	if full || resync {
 		for k := range p.services {
 			keys = append(keys, k)
 		}
 		for k := range dirty {
 			if p.services[k] == nil {
 				keys = append(keys, k)
+			}
+		}
+		if resync {
+			for k := range p.rs.services {
+				if p.services[k] == nil {
+					keys = append(keys, k)
+				}
 			}
 		}
 	} else {
@@ -299,6 +309,14 @@ func (p *Proxier) Sync(ctx context.Context) error {
 			prevCopy[k] = prev.services[k]
 		}
 		prev = &Ruleset{services: prevCopy}
+		if resync {
+			existing, err := p.listExisting(ctx)
+			if err != nil {
+				p.requeue(dirty)
+				return err
+			}
+			next.Reconcile(tx, existing, start)
+		}
 		next.WriteUpdate(tx, computed, start)
 	}
 	if err := p.opts.NFT.Run(ctx, tx); err != nil {
@@ -307,6 +325,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		return fmt.Errorf("proxy: sync %d services (full=%v): %w", len(computed), full, err)
 	}
 	p.rs = next
+	p.resync = false
 	done := time.Now()
 	p.syncTimes.Observe(done.Sub(start))
 	for _, t := range dirty {
@@ -315,10 +334,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	if next.Conflicts > 0 {
 		p.log.Warn("services claim the same address and port; first one in name order wins", "conflicts", next.Conflicts)
 	}
-	if full {
-		p.lastFull = done
-	}
-	p.log.Debug("synced", "services", len(computed), "full", full, "took", done.Sub(start))
+	p.log.Debug("synced", "services", len(computed), "full", full, "resync", resync, "ops", tx.NumOperations(), "took", done.Sub(start))
 
 	if p.opts.Conntrack != nil {
 		var flows []StaleFlow
@@ -329,7 +345,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 			}
 			flows = append(flows, staleUDP(old, r)...)
 		}
-		if full && prev != nil {
+		if full && prev != nil { // services the rewrite dropped
 			for k, old := range prev.services {
 				if _, seen := computed[k]; !seen {
 					flows = append(flows, staleUDP(old, nil)...)
@@ -341,7 +357,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		}
 	}
 	if p.health != nil {
-		if full {
+		if full || resync {
 			p.healthW = map[ServiceKey]healthWant{}
 		}
 		for k, r := range computed {

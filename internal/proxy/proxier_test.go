@@ -27,11 +27,13 @@ type countingNFT struct {
 	mu   sync.Mutex
 	runs int
 	fail bool
+	last string
 }
 
 func (c *countingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
 	c.mu.Lock()
 	c.runs++
+	c.last = tx.String()
 	fail := c.fail
 	c.mu.Unlock()
 	if fail {
@@ -299,5 +301,36 @@ func TestRunWithKubernetesSource(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestPeriodicResyncWritesOnlyDifferences(t *testing.T) {
+	nft := &countingNFT{Fake: knftables.NewFake(knftables.IPv4Family, TableName)}
+	p, _ := NewProxier(Options{Node: testNode, NFT: nft})
+	ctx := context.Background()
+	for i := range 20 {
+		s := web("shop", fmt.Sprintf("s%d", i), fmt.Sprintf("172.28.1.%d", i))
+		p.OnServiceUpdate(s)
+		p.OnEndpointSliceUpdate(slice(s, "x", http8080, ep(fmt.Sprintf("172.27.9.%d", i), "node-b", "ready")))
+	}
+	p.OnSynced()
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Someone leaves a chain of ours behind by hand.
+	tx := nft.Fake.NewTransaction()
+	tx.Add(&knftables.Chain{Name: "svc-old/gone/tcp/http"})
+	tx.Add(&knftables.Rule{Chain: "svc-old/gone/tcp/http", Rule: "drop"})
+	if err := nft.Fake.Run(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	p.syncMu.Lock()
+	p.resync = true
+	p.syncMu.Unlock()
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := "flush chain ip edgenet svc-old/gone/tcp/http\n"; nft.last != want {
+		t.Errorf("resync transaction = %q, want only %q", nft.last, want)
 	}
 }

@@ -245,6 +245,33 @@ func (r *Ruleset) WriteUpdate(tx *knftables.Transaction, changed map[ServiceKey]
 	r.deleteStale(tx, now, newChains)
 }
 
+// Reconcile retires service chains and deletes affinity sets that the kernel has
+// but the Ruleset does not know of (e.g. left by someone running nft by hand).
+func (r *Ruleset) Reconcile(tx *knftables.Transaction, existing Existing, now time.Time) {
+	known := map[string]bool{}
+	sets := map[string]bool{}
+	for _, sr := range r.services {
+		for c := range sr.Chains {
+			known[c] = true
+		}
+		for s := range sr.Affinity {
+			sets[s] = true
+		}
+	}
+	for _, c := range existing.Chains {
+		if isServiceChain(c) && !known[c] {
+			if _, stale := r.stale[c]; !stale {
+				r.retire(tx, c, now)
+			}
+		}
+	}
+	for _, s := range existing.Sets {
+		if strings.HasPrefix(s, affinityPrefix) && !sets[s] {
+			tx.Delete(&knftables.Set{Name: s})
+		}
+	}
+}
+
 // StaleChains reports how many flushed chains still wait to be deleted; the
 // proxier schedules another sync while there are any.
 func (r *Ruleset) StaleChains() int { return len(r.stale) }
