@@ -49,10 +49,10 @@ type Proxier struct {
 	dirty    map[ServiceKey]time.Time // first unsynced event per service
 
 	// Owned by the sync goroutine.
-	syncMu   sync.Mutex
-	rs       *Ruleset // nil: next sync rewrites everything
-	resync   bool     // next sync recomputes every service
-	healthW  map[ServiceKey]healthWant
+	syncMu  sync.Mutex
+	rs      *Ruleset // nil: next sync rewrites everything
+	resync  bool     // next sync recomputes every service
+	healthW map[ServiceKey]healthWant
 
 	latency   Histogram
 	syncTimes Histogram
