@@ -153,7 +153,7 @@ func startEcho(t *testing.T, ns *testNS, id string) {
 			}
 			go func() {
 				defer c.Close()
-				fmt.Fprintf(c, "%s\n", id)
+				fmt.Fprintf(c, "%s %s\n", id, c.RemoteAddr())
 				r := bufio.NewReader(c)
 				for {
 					line, err := r.ReadString('\n')
@@ -184,14 +184,22 @@ func dialIn(ns *testNS, network, addr string, timeout time.Duration) (c net.Conn
 
 // hello connects, reads the endpoint's id and closes.
 func hello(ns *testNS, addr string) (string, error) {
+	id, _, err := helloFrom(ns, addr)
+	return id, err
+}
+
+// helloFrom also returns the source IP the endpoint saw.
+func helloFrom(ns *testNS, addr string) (id, src string, err error) {
 	c, err := dialIn(ns, "tcp4", addr, 2*time.Second)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
-	return strings.TrimSpace(line), err
+	id, remote, _ := strings.Cut(strings.TrimSpace(line), " ")
+	host, _, _ := net.SplitHostPort(remote)
+	return id, host, err
 }
 
 type kernelEnv struct {
@@ -264,12 +272,26 @@ func TestKernelDatapath(t *testing.T) {
 	dnsPorts := []EndpointPort{{Name: "dns", Protocol: UDP, Port: 5353}}
 	dnsBoth := slice(dns, "dns-1", dnsPorts, ep("172.27.1.10", "node-a", "ready"), ep("172.27.2.10", "node-a", "ready"))
 
+	sticky := web("shop", "sticky", "172.28.0.40")
+	sticky.AffinityTimeout = time.Minute
+	stickyEps := slice(sticky, "sticky-1", http8080, ep("172.27.1.10", "node-a", "ready"), ep("172.27.2.10", "node-a", "ready"))
+	// LB with externalTrafficPolicy Local: only ep2 is on this node.
+	lb := web("shop", "lb", "172.28.0.50")
+	lb.Type = LoadBalancer
+	lb.Ports[0].NodePort = 30050
+	lb.LoadBalancerIPs = addrs("192.168.78.100")
+	lb.ExternalLocal = true
+	lbEps := slice(lb, "lb-1", http8080, ep("172.27.1.10", "node-b", "ready"), ep("172.27.2.10", "node-a", "ready"))
+	// The client reaches the LB IP through the node (the announcer's job in real life).
+	sh(t, e.client.name, "ip", "route", "add", "192.168.78.100/32", "via", "192.168.77.1")
+
 	p, nft := e.proxier(t)
-	for _, s := range []*Service{webSvc, empty, dns} {
+	for _, s := range []*Service{webSvc, empty, dns, sticky, lb} {
 		p.OnServiceUpdate(s)
 	}
-	p.OnEndpointSliceUpdate(both)
-	p.OnEndpointSliceUpdate(dnsBoth)
+	for _, s := range []*EndpointSlice{both, dnsBoth, stickyEps, lbEps} {
+		p.OnEndpointSliceUpdate(s)
+	}
 	p.OnSynced()
 	if err := p.Sync(ctx); err != nil {
 		t.Fatal(err)
@@ -288,9 +310,46 @@ func TestKernelDatapath(t *testing.T) {
 			t.Errorf("connections per endpoint = %v, want both used", seen)
 		}
 	})
-	t.Run("nodePort on the node IP", func(t *testing.T) {
-		if id, err := hello(e.client, "192.168.77.1:30080"); err != nil || (id != "ep1" && id != "ep2") {
-			t.Errorf("nodeport: id %q err %v", id, err)
+	t.Run("nodePort on the node IP, masqueraded", func(t *testing.T) {
+		id, src, err := helloFrom(e.client, "192.168.77.1:30080")
+		if err != nil || (id != "ep1" && id != "ep2") {
+			t.Fatalf("nodeport: id %q err %v", id, err)
+		}
+		if src == "192.168.77.2" {
+			t.Errorf("externalTrafficPolicy Cluster kept the client source %s; want masquerade", src)
+		}
+	})
+	t.Run("clusterIP from a pod keeps the source", func(t *testing.T) {
+		for range 10 {
+			id, src, err := helloFrom(e.ep1, "172.28.0.20:80")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id == "ep2" && src != "172.27.1.10" {
+				t.Errorf("pod→service source seen as %s, want the pod IP", src)
+			}
+		}
+	})
+	t.Run("session affinity sticks", func(t *testing.T) {
+		first, err := hello(e.client, "172.28.0.40:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 15 {
+			if id, err := hello(e.client, "172.28.0.40:80"); err != nil || id != first {
+				t.Fatalf("affinity broken: %q then %q (%v)", first, id, err)
+			}
+		}
+	})
+	t.Run("LB with externalTrafficPolicy Local", func(t *testing.T) {
+		for range 10 {
+			id, src, err := helloFrom(e.client, "192.168.78.100:80")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id != "ep2" || src != "192.168.77.2" {
+				t.Fatalf("got %s from source %s, want only the local ep2 and the client's own IP", id, src)
+			}
 		}
 	})
 	t.Run("hairpin to own service", func(t *testing.T) {
@@ -364,11 +423,11 @@ func TestKernelDatapath(t *testing.T) {
 		defer c.Close()
 		r := bufio.NewReader(c)
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		id, err := r.ReadString('\n')
+		greeting, err := r.ReadString('\n')
 		if err != nil {
 			t.Fatal(err)
 		}
-		id = strings.TrimSpace(id)
+		id, _, _ := strings.Cut(greeting, " ")
 
 		// A new proxier, as after an agent restart, with one service gone.
 		p2, nft2 := e.proxier(t)
