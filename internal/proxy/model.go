@@ -98,11 +98,18 @@ func (s *Service) Validate() error {
 		if p.Port == 0 {
 			return fmt.Errorf("port %q: port 0", p.Name)
 		}
-		id := p.Name + "/" + string(p.Protocol)
-		if seen[id] {
-			return fmt.Errorf("port %q/%s: duplicate", p.Name, p.Protocol)
+		// As the API server: names, port numbers and node ports are unique per
+		// protocol, or two ports would claim the same map key.
+		for _, id := range []string{
+			"name " + p.Name + "/" + string(p.Protocol),
+			fmt.Sprintf("port %d/%s", p.Port, p.Protocol),
+			fmt.Sprintf("nodePort %d/%s", p.NodePort, p.Protocol),
+		} {
+			if seen[id] && id != fmt.Sprintf("nodePort 0/%s", p.Protocol) {
+				return fmt.Errorf("port %q: duplicate %s", p.Name, id)
+			}
+			seen[id] = true
 		}
-		seen[id] = true
 		if !validNamePart(p.Name) {
 			return fmt.Errorf("port name %q: not a DNS label", p.Name)
 		}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,7 +84,7 @@ func TestIncrementalUpdate(t *testing.T) {
 	run(t, fake, tx)
 
 	want := load(t, testNode, []*Service{b}, []*EndpointSlice{bEps2}).Dump()
-	if got := fake.Dump(); got != want {
+	if got := normDump(fake.Dump()); got != normDump(want) {
 		t.Errorf("incremental result differs from a full write:\n--- incremental ---\n%s\n--- full ---\n%s", got, want)
 	}
 }
@@ -124,7 +125,7 @@ func TestFullResyncReconciles(t *testing.T) {
 	rs.WriteUpdate(tx, nil, now.Add(2*time.Second))
 	run(t, fake, tx)
 	want := load(t, testNode, []*Service{a}, []*EndpointSlice{aEps2}).Dump()
-	if got := fake.Dump(); got != want {
+	if got := normDump(fake.Dump()); got != normDump(want) {
 		t.Errorf("after reconcile the table differs from a fresh write:\n--- got ---\n%s\n--- want ---\n%s", got, want)
 	}
 }
@@ -159,4 +160,19 @@ func TestChainNameLimits(t *testing.T) {
 	if !strings.Contains(fake.Dump(), "dnat to [fd00:27:1234:5678:9abc:def0:1234:5678]:8080") {
 		t.Errorf("v6 dnat missing:\n%s", fake.Dump())
 	}
+}
+
+// normDump sorts the element lines of a fake dump: element order is insertion order
+// in the fake but has no meaning in the kernel, unlike the order of rules.
+func normDump(d string) string {
+	var other, elems []string
+	for _, l := range strings.Split(d, "\n") {
+		if strings.HasPrefix(l, "add element ") {
+			elems = append(elems, l)
+		} else {
+			other = append(other, l)
+		}
+	}
+	slices.Sort(elems)
+	return strings.Join(append(other, elems...), "\n")
 }

@@ -28,6 +28,8 @@ type Config struct {
 	// PodCIDRs are the cluster pod ranges, at most one per family; a proxier runs
 	// for each family given (e.g. 172.27.0.0/16).
 	PodCIDRs []netip.Prefix
+	// Balancing: see NodeConfig.Balancing ("" = vmap).
+	Balancing Balancing
 	// MinSyncInterval and FullSyncPeriod: see Options.
 	MinSyncInterval time.Duration
 	FullSyncPeriod  time.Duration
@@ -88,7 +90,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("proxy: nftables %s: %w", fam, err)
 		}
 		opts := Options{
-			Node:            NodeConfig{Family: fam, NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, PodCIDR: cidr},
+			Node:            NodeConfig{Family: fam, NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, PodCIDR: cidr, Balancing: cfg.Balancing},
 			NFT:             nft,
 			Conntrack:       cfg.Conntrack,
 			MinSyncInterval: cfg.MinSyncInterval,
