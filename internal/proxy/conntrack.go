@@ -91,6 +91,15 @@ func (c NetlinkConntrack) DeleteUDP(flows []StaleFlow) error {
 	}
 	byFamily := map[netlink.InetFamily][]netlink.CustomConntrackFilter{}
 	for _, f := range flows {
+		if !f.Dest.IsValid() && f.NodePort != 0 && !f.Endpoint.IsValid() {
+			// A node port with nothing to tell the family: clear it in both.
+			v4, v6 := f, f
+			v4.Endpoint, v6.Endpoint = netip.IPv4Unspecified(), netip.IPv6Unspecified()
+			if err := c.DeleteUDP([]StaleFlow{v4, v6}); err != nil {
+				return err
+			}
+			continue
+		}
 		filter := &netlink.ConntrackFilter{}
 		if err := filter.AddProtocol(unix.IPPROTO_UDP); err != nil {
 			return fmt.Errorf("proxy: conntrack filter: %w", err)
@@ -117,7 +126,7 @@ func (c NetlinkConntrack) DeleteUDP(flows []StaleFlow) error {
 		default:
 			continue
 		}
-		if f.Endpoint.IsValid() {
+		if f.Endpoint.IsValid() && !f.Endpoint.IsUnspecified() {
 			if err := filter.AddIP(netlink.ConntrackReplySrcIP, net.IP(f.Endpoint.AsSlice())); err != nil {
 				return fmt.Errorf("proxy: conntrack filter: %w", err)
 			}

@@ -13,8 +13,11 @@
 //     chains and sets listed from the kernel, never flushing the table, so established
 //     connections and affinity entries survive a restart) and per-Service incremental
 //     updates afterwards. Every sync is one transaction.
-//   - proxier.go: change events → coalesced syncs (min interval, periodic full resync),
-//     event-to-kernel latency histogram, UDP conntrack cleanup, health-check servers.
+//   - proxier.go: change events → coalesced syncs (min interval; a periodic resync
+//     recomputes every service and reconciles against the kernel's listing but writes
+//     only differences), event-to-kernel latency histogram, UDP conntrack cleanup,
+//     health-check servers. Stale chains are flushed at once and deleted a second
+//     later (older kernels see dropped references late).
 //   - source.go: informers on Services and EndpointSlices with transforms that strip
 //     objects to the model, and Run, the entry used by `edgenet agent`.
 //
