@@ -1,0 +1,112 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"testing"
+
+	"sigs.k8s.io/knftables"
+)
+
+// benchServices makes n ClusterIP services with two endpoints each (one local).
+func benchServices(n int) ([]*Service, []*EndpointSlice) {
+	var svcs []*Service
+	var eps []*EndpointSlice
+	for i := range n {
+		s := web(fmt.Sprintf("ns%d", i%50), fmt.Sprintf("svc-%d", i), ipFrom("172.28.0.0", i+1).String())
+		svcs = append(svcs, s)
+		eps = append(eps, slice(s, s.Key.Name+"-1", http8080,
+			ep(ipFrom("172.27.0.0", 2*i+1).String(), "node-a", "ready"),
+			ep(ipFrom("172.27.0.0", 2*i+2).String(), "node-b", "ready")))
+	}
+	return svcs, eps
+}
+
+func ipFrom(base string, off int) netip.Addr {
+	b := netip.MustParseAddr(base).As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += uint32(off)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// BenchmarkCompute measures the pure part of a full sync: computing every service's
+// rules and writing them into a transaction.
+func BenchmarkCompute(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		svcs, eps := benchServices(n)
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				tx := knftables.NewFake(testNode.Family, TableName).NewTransaction()
+				if err := WriteRuleset(tx, testNode, svcs, eps); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkKernelSync measures Proxier syncs into the real kernel (nft in a network
+// namespace of the benchmark): the first full sync, and an incremental sync after
+// one service's endpoints change in a table of n services.
+func BenchmarkKernelSync(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root for network namespaces")
+	}
+	ns := newTestNS(b, "bench")
+	ctx := context.Background()
+	for _, bc := range []struct {
+		n   int
+		bal Balancing
+	}{{1000, BalanceVmap}, {1000, BalanceCascade}, {10000, BalanceVmap}, {10000, BalanceCascade}} {
+		n := bc.n
+		svcs, eps := benchServices(n)
+		node := testNode
+		node.Balancing = bc.bal
+		newP := func() *Proxier {
+			p, err := NewProxier(Options{Node: node, NFT: newNSNFT(b, ns)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, s := range svcs {
+				p.OnServiceUpdate(s)
+			}
+			for _, s := range eps {
+				p.OnEndpointSliceUpdate(s)
+			}
+			p.OnSynced()
+			return p
+		}
+		b.Run(fmt.Sprintf("services=%d/%s/full", n, bc.bal), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				_ = exec.Command("ip", "netns", "exec", ns.name, "nft", "delete", "table", "ip", TableName).Run()
+				p := newP()
+				b.StartTimer()
+				if err := p.Sync(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("services=%d/%s/one-change", n, bc.bal), func(b *testing.B) {
+			p := newP()
+			if err := p.Sync(ctx); err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			for b.Loop() {
+				i++
+				s := svcs[i%n]
+				p.OnEndpointSliceUpdate(slice(s, s.Key.Name+"-1", http8080,
+					ep(ipFrom("172.27.0.0", 2*(i%n)+1).String(), "node-a", "ready"),
+					ep(ipFrom("172.26.0.0", i).String(), "node-c", "ready")))
+				if err := p.Sync(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

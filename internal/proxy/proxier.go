@@ -1,0 +1,403 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"sigs.k8s.io/knftables"
+)
+
+// Options configures a Proxier for one IP family.
+type Options struct {
+	Node NodeConfig
+	// NFT is the nftables interface for table TableName in Node.Family.
+	NFT knftables.Interface
+	// Conntrack clears stale UDP entries; nil skips that.
+	Conntrack Conntrack
+	// HealthListen opens the listener of a healthCheckNodePort; nil means no
+	// health-check servers (e.g. the second family of a dual-stack node).
+	HealthListen func(port uint16) (net.Listener, error)
+	// MinSyncInterval is the least time between two syncs: events arriving within it
+	// are batched into one transaction. Default 10ms.
+	MinSyncInterval time.Duration
+	// FullSyncPeriod is how often every service is recomputed and the table
+	// reconciled against the kernel's listing even without events; only what
+	// differs is written. Default 5 minutes. (Everything is rewritten only on the
+	// first sync and after a failed one.)
+	FullSyncPeriod time.Duration
+	Logger         *slog.Logger
+}
+
+// Proxier keeps the kernel's table in line with the Services and EndpointSlices it is
+// told about. Event methods are cheap and safe for concurrent use; Run does the syncs.
+type Proxier struct {
+	opts   Options
+	log    *slog.Logger
+	kick   chan struct{}
+	health *healthServers
+
+	mu       sync.Mutex
+	synced   bool
+	services map[ServiceKey]*Service
+	slices   map[ServiceKey]map[string]*EndpointSlice
+	dirty    map[ServiceKey]time.Time // first unsynced event per service
+
+	// Owned by the sync goroutine.
+	syncMu  sync.Mutex
+	rs      *Ruleset // nil: next sync rewrites everything
+	resync  bool     // next sync recomputes every service
+	healthW map[ServiceKey]healthWant
+
+	latency   Histogram
+	syncTimes Histogram
+}
+
+// NewProxier validates opts and returns a Proxier that has not touched the kernel.
+func NewProxier(opts Options) (*Proxier, error) {
+	if err := opts.Node.Validate(); err != nil {
+		return nil, fmt.Errorf("proxy: node config: %w", err)
+	}
+	if opts.NFT == nil {
+		return nil, errors.New("proxy: no nftables interface")
+	}
+	if opts.MinSyncInterval <= 0 {
+		opts.MinSyncInterval = 10 * time.Millisecond
+	}
+	if opts.FullSyncPeriod <= 0 {
+		opts.FullSyncPeriod = 5 * time.Minute
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "proxy", "family", string(opts.Node.Family))
+	p := &Proxier{
+		opts:     opts,
+		log:      log,
+		kick:     make(chan struct{}, 1),
+		services: map[ServiceKey]*Service{},
+		slices:   map[ServiceKey]map[string]*EndpointSlice{},
+		dirty:    map[ServiceKey]time.Time{},
+		healthW:  map[ServiceKey]healthWant{},
+	}
+	if opts.HealthListen != nil {
+		p.health = &healthServers{listen: opts.HealthListen, log: log, servers: map[uint16]*healthServer{}}
+	}
+	return p, nil
+}
+
+// OnServiceUpdate records a created or changed Service. An invalid Service is logged
+// and ignored: whatever was programmed for it stays.
+func (p *Proxier) OnServiceUpdate(svc *Service) {
+	if err := svc.Validate(); err != nil {
+		p.log.Warn("ignoring invalid service", "service", svc.Key.String(), "err", err)
+		return
+	}
+	p.mu.Lock()
+	p.services[svc.Key] = svc
+	p.markLocked(svc.Key)
+	p.mu.Unlock()
+}
+
+// OnServiceDelete records that a Service is gone.
+func (p *Proxier) OnServiceDelete(key ServiceKey) {
+	p.mu.Lock()
+	delete(p.services, key)
+	p.markLocked(key)
+	p.mu.Unlock()
+}
+
+// OnEndpointSliceUpdate records a created or changed EndpointSlice.
+func (p *Proxier) OnEndpointSliceUpdate(s *EndpointSlice) {
+	p.mu.Lock()
+	m := p.slices[s.Service]
+	if m == nil {
+		m = map[string]*EndpointSlice{}
+		p.slices[s.Service] = m
+	}
+	m[s.Name] = s
+	p.markLocked(s.Service)
+	p.mu.Unlock()
+}
+
+// OnEndpointSliceDelete records that an EndpointSlice of service svc is gone.
+func (p *Proxier) OnEndpointSliceDelete(svc ServiceKey, name string) {
+	p.mu.Lock()
+	if m := p.slices[svc]; m != nil {
+		delete(m, name)
+		if len(m) == 0 {
+			delete(p.slices, svc)
+		}
+	}
+	p.markLocked(svc)
+	p.mu.Unlock()
+}
+
+// OnSynced tells the Proxier that the initial lists of Services and EndpointSlices
+// have been delivered; no sync happens before, so a restart never programs a partial
+// view.
+func (p *Proxier) OnSynced() {
+	p.mu.Lock()
+	p.synced = true
+	p.mu.Unlock()
+	p.poke()
+}
+
+func (p *Proxier) markLocked(key ServiceKey) {
+	if _, ok := p.dirty[key]; !ok {
+		p.dirty[key] = time.Now()
+	}
+	if p.synced {
+		p.poke()
+	}
+}
+
+func (p *Proxier) poke() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Latency returns the histogram of the time from a change event to its rules being
+// committed to the kernel.
+func (p *Proxier) Latency() HistogramSnapshot { return p.latency.Snapshot() }
+
+// SyncDurations returns the histogram of sync (compute + transaction) durations.
+func (p *Proxier) SyncDurations() HistogramSnapshot { return p.syncTimes.Snapshot() }
+
+// Run syncs on events (at most one sync per MinSyncInterval), does a full sync every
+// FullSyncPeriod, retries failures with backoff, and returns when ctx is done. It
+// stops health-check servers on return; the nftables table stays, so traffic keeps
+// flowing while the agent restarts.
+func (p *Proxier) Run(ctx context.Context) error {
+	if p.health != nil {
+		defer p.health.close()
+	}
+	full := time.NewTicker(p.opts.FullSyncPeriod)
+	defer full.Stop()
+	var retry <-chan time.Time
+	backoff := time.Second
+	var last time.Time
+	for {
+		forceFull := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.kick:
+		case <-full.C:
+			forceFull = true
+		case <-retry:
+			retry = nil
+		}
+		if wait := p.opts.MinSyncInterval - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
+		if forceFull {
+			p.syncMu.Lock()
+			p.resync = true
+			p.syncMu.Unlock()
+		}
+		if err := p.Sync(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.Error("sync failed, retrying", "err", err, "in", backoff)
+			retry = time.After(backoff)
+			backoff = min(2*backoff, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		p.syncMu.Lock()
+		stale := p.rs != nil && p.rs.StaleChains() > 0
+		p.syncMu.Unlock()
+		if stale && retry == nil {
+			retry = time.After(staleChainDelay + 10*time.Millisecond)
+		}
+	}
+}
+
+// Sync writes pending changes to the kernel in one transaction now (a full sync on
+// the first call and after a failure). It does nothing before OnSynced.
+func (p *Proxier) Sync(ctx context.Context) error {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
+	start := time.Now()
+
+	p.mu.Lock()
+	if !p.synced {
+		p.mu.Unlock()
+		return nil
+	}
+	full := p.rs == nil
+	resync := p.resync && !full
+	dirty := p.dirty
+	p.dirty = map[ServiceKey]time.Time{}
+	keys := make([]ServiceKey, 0, len(dirty))
+	if full || resync {
+		for k := range p.services {
+			keys = append(keys, k)
+		}
+		for k := range dirty {
+			if p.services[k] == nil {
+				keys = append(keys, k)
+			}
+		}
+		if resync {
+			for k := range p.rs.services {
+				if p.services[k] == nil {
+					keys = append(keys, k)
+				}
+			}
+		}
+	} else {
+		for k := range dirty {
+			keys = append(keys, k)
+		}
+	}
+	type input struct {
+		svc *Service
+		eps []*EndpointSlice
+	}
+	inputs := make(map[ServiceKey]input, len(keys))
+	for _, k := range keys {
+		in := input{svc: p.services[k]}
+		for _, s := range p.slices[k] {
+			in.eps = append(in.eps, s)
+		}
+		inputs[k] = in
+	}
+	p.mu.Unlock()
+
+	computed := make(map[ServiceKey]*ServiceRules, len(inputs))
+	for k, in := range inputs {
+		computed[k] = ComputeService(p.opts.Node, in.svc, in.eps) // nil when deleted
+	}
+
+	prev := p.rs
+	tx := p.opts.NFT.NewTransaction()
+	var next *Ruleset
+	if full {
+		existing, err := p.listExisting(ctx)
+		if err != nil {
+			p.requeue(dirty)
+			return err
+		}
+		next, _ = NewRuleset(p.opts.Node) // config validated in NewProxier
+		all := map[ServiceKey]*ServiceRules{}
+		for k, r := range computed {
+			if r != nil {
+				all[k] = r
+			}
+		}
+		next.WriteFull(tx, all, existing, start)
+	} else {
+		next = prev
+		prevCopy := map[ServiceKey]*ServiceRules{}
+		for k := range computed {
+			prevCopy[k] = prev.services[k]
+		}
+		prev = &Ruleset{services: prevCopy}
+		if resync {
+			existing, err := p.listExisting(ctx)
+			if err != nil {
+				p.requeue(dirty)
+				return err
+			}
+			next.Reconcile(tx, existing, start)
+		}
+		next.WriteUpdate(tx, computed, start)
+	}
+	if err := p.opts.NFT.Run(ctx, tx); err != nil {
+		p.rs = nil // the Ruleset no longer matches the kernel
+		p.requeue(dirty)
+		return fmt.Errorf("proxy: sync %d services (full=%v): %w", len(computed), full, err)
+	}
+	p.rs = next
+	p.resync = false
+	done := time.Now()
+	p.syncTimes.Observe(done.Sub(start))
+	for _, t := range dirty {
+		p.latency.Observe(done.Sub(t))
+	}
+	if next.Conflicts > 0 {
+		p.log.Warn("services claim the same address and port; first one in name order wins", "conflicts", next.Conflicts)
+	}
+	p.log.Debug("synced", "services", len(computed), "full", full, "resync", resync, "ops", tx.NumOperations(), "took", done.Sub(start))
+
+	if p.opts.Conntrack != nil {
+		var flows []StaleFlow
+		for k, r := range computed {
+			var old *ServiceRules
+			if prev != nil {
+				old = prev.services[k]
+			}
+			flows = append(flows, staleUDP(old, r)...)
+		}
+		if full && prev != nil { // services the rewrite dropped
+			for k, old := range prev.services {
+				if _, seen := computed[k]; !seen {
+					flows = append(flows, staleUDP(old, nil)...)
+				}
+			}
+		}
+		if err := p.opts.Conntrack.DeleteUDP(flows); err != nil {
+			p.log.Error("conntrack cleanup", "err", err)
+		}
+	}
+	if p.health != nil {
+		if full || resync {
+			p.healthW = map[ServiceKey]healthWant{}
+		}
+		for k, r := range computed {
+			if r == nil || r.HealthCheckNodePort == 0 {
+				delete(p.healthW, k)
+			} else {
+				p.healthW[k] = healthWant{key: k, count: r.LocalEndpoints}
+			}
+		}
+		want := map[uint16]healthWant{}
+		for k := range p.healthW {
+			want[next.services[k].HealthCheckNodePort] = p.healthW[k]
+		}
+		p.health.sync(want)
+	}
+	return nil
+}
+
+func (p *Proxier) requeue(dirty map[ServiceKey]time.Time) {
+	p.mu.Lock()
+	for k, t := range dirty {
+		if cur, ok := p.dirty[k]; !ok || t.Before(cur) {
+			p.dirty[k] = t
+		}
+	}
+	p.mu.Unlock()
+}
+
+func (p *Proxier) listExisting(ctx context.Context) (Existing, error) {
+	all, err := p.opts.NFT.ListAll(ctx)
+	if knftables.IsNotFound(err) {
+		return Existing{}, nil
+	}
+	if err != nil {
+		return Existing{}, fmt.Errorf("proxy: list table %s %s: %w", p.opts.Node.Family, TableName, err)
+	}
+	return Existing{Chains: all["chain"], Sets: all["set"]}, nil
+}
+
+// DefaultHealthListen listens on all addresses of the current network namespace.
+func DefaultHealthListen(port uint16) (net.Listener, error) {
+	return net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(int(port))))
+}

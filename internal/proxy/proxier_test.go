@@ -1,0 +1,336 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	k8sfake "k8s.io/client-go/kubernetes/fake"
+	"sigs.k8s.io/knftables"
+)
+
+// countingNFT counts transactions run against a fake.
+type countingNFT struct {
+	*knftables.Fake
+	mu   sync.Mutex
+	runs int
+	fail bool
+	last string
+}
+
+func (c *countingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
+	c.mu.Lock()
+	c.runs++
+	c.last = tx.String()
+	fail := c.fail
+	c.mu.Unlock()
+	if fail {
+		return fmt.Errorf("injected failure")
+	}
+	return c.Fake.Run(ctx, tx)
+}
+
+func (c *countingNFT) Runs() int { c.mu.Lock(); defer c.mu.Unlock(); return c.runs }
+
+type recordedConntrack struct {
+	mu    sync.Mutex
+	flows []StaleFlow
+}
+
+func (r *recordedConntrack) DeleteUDP(f []StaleFlow) error {
+	r.mu.Lock()
+	r.flows = append(r.flows, f...)
+	r.mu.Unlock()
+	return nil
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestProxierBatchesAndRecordsLatency(t *testing.T) {
+	nft := &countingNFT{Fake: knftables.NewFake(knftables.IPv4Family, TableName)}
+	p, err := NewProxier(Options{Node: testNode, NFT: nft, MinSyncInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+
+	// Nothing is written before the initial lists are in.
+	p.OnServiceUpdate(web("shop", "pre", "172.28.0.9"))
+	time.Sleep(30 * time.Millisecond)
+	if nft.Runs() != 0 {
+		t.Fatalf("synced before OnSynced")
+	}
+	p.OnSynced()
+	waitFor(t, "first sync", func() bool { return nft.Runs() == 1 })
+
+	// 200 events inside the min interval become at most two transactions.
+	for i := range 200 {
+		s := web("shop", fmt.Sprintf("s%d", i), fmt.Sprintf("172.28.1.%d", i))
+		p.OnServiceUpdate(s)
+		p.OnEndpointSliceUpdate(slice(s, "x", http8080, ep(fmt.Sprintf("172.27.9.%d", i), "node-b", "ready")))
+	}
+	waitFor(t, "all services", func() bool {
+		els, _ := nft.ListElements(context.Background(), "map", mapServiceIPs)
+		return len(els) == 200
+	})
+	waitFor(t, "latency of every changed service", func() bool { return p.Latency().Count == 201 })
+	if r := nft.Runs(); r > 3 {
+		t.Errorf("%d transactions for one burst of events, want ≤ 3", r)
+	}
+	lat := p.Latency()
+	t.Logf("event→kernel latency with fake: %v", lat)
+
+	// Invalid input changes nothing.
+	time.Sleep(60 * time.Millisecond) // let the burst's last sync finish
+	before := nft.Fake.Dump()
+	p.OnServiceUpdate(&Service{Key: ServiceKey{"shop", "s1"}, ClusterIPs: addrs("172.28.1.1"), Ports: []ServicePort{{Name: "x", Protocol: "icmp", Port: 1}}})
+	time.Sleep(80 * time.Millisecond)
+	if nft.Fake.Dump() != before {
+		t.Error("invalid service changed the table")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestProxierRecoversWithFullSync(t *testing.T) {
+	nft := &countingNFT{Fake: knftables.NewFake(knftables.IPv4Family, TableName)}
+	p, _ := NewProxier(Options{Node: testNode, NFT: nft})
+	ctx := context.Background()
+	a := web("shop", "a", "172.28.0.30")
+	p.OnServiceUpdate(a)
+	p.OnSynced()
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nft.fail = true
+	p.OnEndpointSliceUpdate(slice(a, "a-1", http8080, ep("172.27.1.1", "node-b", "ready")))
+	if err := p.Sync(ctx); err == nil {
+		t.Fatal("want the injected error")
+	}
+	nft.fail = false
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := mapValue(t, nft.Fake, mapServiceIPs, "172.28.0.30", "tcp", "80"); v != "goto svc-shop/a/tcp/http" {
+		t.Errorf("change lost after a failed sync: service-ips = %q", v)
+	}
+}
+
+func TestProxierUDPConntrack(t *testing.T) {
+	nft := knftables.NewFake(knftables.IPv4Family, TableName)
+	ct := &recordedConntrack{}
+	p, _ := NewProxier(Options{Node: testNode, NFT: nft, Conntrack: ct})
+	dns := &Service{Key: ServiceKey{"kube-system", "dns"}, Type: ClusterIP, ClusterIPs: addrs("172.28.0.10"),
+		Ports: []ServicePort{{Name: "dns", Protocol: UDP, Port: 53}}}
+	ports := []EndpointPort{{Name: "dns", Protocol: UDP, Port: 53}}
+	p.OnServiceUpdate(dns)
+	p.OnSynced()
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(p.Sync(ctx))
+	p.OnEndpointSliceUpdate(slice(dns, "d", ports, ep("172.27.1.5", "node-a", "ready"), ep("172.27.2.5", "node-b", "ready")))
+	must(p.Sync(ctx))
+	// From no endpoints to some: entries to the service IP may have been cached.
+	want0 := StaleFlow{Dest: netipAddrPort("172.28.0.10:53")}
+	if len(ct.flows) != 1 || ct.flows[0] != want0 {
+		t.Fatalf("flows = %+v, want %+v", ct.flows, want0)
+	}
+	ct.flows = nil
+	p.OnEndpointSliceUpdate(slice(dns, "d", ports, ep("172.27.1.5", "node-a", "ready")))
+	must(p.Sync(ctx))
+	want := StaleFlow{Dest: netipAddrPort("172.28.0.10:53"), Endpoint: addrs("172.27.2.5")[0]}
+	if len(ct.flows) != 1 || ct.flows[0] != want {
+		t.Fatalf("flows = %+v, want %+v", ct.flows, want)
+	}
+}
+
+func TestHealthCheckServer(t *testing.T) {
+	nft := knftables.NewFake(knftables.IPv4Family, TableName)
+	var mu sync.Mutex
+	addrsByPort := map[uint16]string{}
+	listen := func(port uint16) (net.Listener, error) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0") // loopback only, any free port
+		if err == nil {
+			mu.Lock()
+			addrsByPort[port] = ln.Addr().String()
+			mu.Unlock()
+		}
+		return ln, err
+	}
+	p, _ := NewProxier(Options{Node: testNode, NFT: nft, HealthListen: listen})
+	defer p.health.close()
+	lb := web("shop", "lb", "172.28.0.25")
+	lb.Type = LoadBalancer
+	lb.Ports[0].NodePort = 30081
+	lb.ExternalLocal = true
+	lb.HealthCheckNodePort = 32000
+	p.OnServiceUpdate(lb)
+	p.OnEndpointSliceUpdate(slice(lb, "lb-1", http8080, ep("172.27.2.50", "node-b", "ready")))
+	p.OnSynced()
+	ctx := context.Background()
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	get := func() (int, map[string]any) {
+		t.Helper()
+		mu.Lock()
+		a := addrsByPort[32000]
+		mu.Unlock()
+		resp, err := http.Get("http://" + a + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var body map[string]any
+		if err := json.Unmarshal(b, &body); err != nil {
+			t.Fatalf("body %q: %v", b, err)
+		}
+		return resp.StatusCode, body
+	}
+	if code, body := get(); code != 503 || body["localEndpoints"] != 0.0 {
+		t.Errorf("no local endpoints: got %d %v, want 503 with 0", code, body)
+	}
+	p.OnEndpointSliceUpdate(slice(lb, "lb-1", http8080, ep("172.27.2.50", "node-b", "ready"), ep("172.27.1.50", "node-a", "ready"), ep("172.27.1.51", "node-a", "ready")))
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(); code != 200 || body["localEndpoints"] != 2.0 || !strings.Contains(fmt.Sprint(body["service"]), "lb") {
+		t.Errorf("two local endpoints: got %d %v, want 200 with 2", code, body)
+	}
+}
+
+func TestRunWithKubernetesSource(t *testing.T) {
+	ready, term := true, true
+	port := int32(8080)
+	name := "http"
+	proto := corev1.ProtocolTCP
+	cs := k8sfake.NewClientset(
+		&corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Annotations: map[string]string{"big": strings.Repeat("x", 1000)}},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: "172.28.0.20", ClusterIPs: []string{"172.28.0.20"},
+				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt(8080)}}},
+		},
+		&corev1.Service{ // not ours
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "other", Labels: map[string]string{labelServiceProxyName: "someone-else"}},
+			Spec:       corev1.ServiceSpec{ClusterIP: "172.28.0.21", Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}}},
+		},
+		&discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "web-abc", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}},
+			Endpoints: []discoveryv1.Endpoint{
+				{Addresses: []string{"172.27.1.10"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}},
+				{Addresses: []string{"172.27.1.11"}, Conditions: discoveryv1.EndpointConditions{Serving: &ready, Terminating: &term}},
+			},
+		},
+	)
+	fake := knftables.NewFake(knftables.IPv4Family, TableName)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var proxiers []*Proxier
+	var pmu sync.Mutex
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{
+			Clientset: cs, NodeName: "node-a", NodeIPs: addrs("192.168.50.11"),
+			PodCIDRs:     []netip.Prefix{netipPrefix("172.27.0.0/16")},
+			NewNFT:       func(knftables.Family) (knftables.Interface, error) { return fake, nil },
+			Conntrack:    &recordedConntrack{},
+			HealthListen: func(uint16) (net.Listener, error) { return nil, fmt.Errorf("unused") },
+			OnProxiers:   func(ps []*Proxier) { pmu.Lock(); proxiers = ps; pmu.Unlock() },
+		})
+	}()
+	hasElement := func(m string, key ...string) bool {
+		els, _ := fake.ListElements(context.Background(), "map", m)
+		for _, e := range els {
+			if strings.Join(e.Key, " ") == strings.Join(key, " ") {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, "web in service-ips", func() bool { return hasElement(mapServiceIPs, "172.28.0.20", "tcp", "80") })
+	if hasElement(mapServiceIPs, "172.28.0.21", "tcp", "80") || hasElement(mapNoEndpointSvcs, "172.28.0.21", "tcp", "80") {
+		t.Error("service labelled for another proxy was programmed")
+	}
+	if dump := fake.Dump(); !strings.Contains(dump, "mod 1 vmap { 0 : goto ep-shop/web/tcp/http__172.27.1.10/8080 }") {
+		t.Errorf("want only the ready endpoint in:\n%s", dump)
+	}
+	// Deleting the service over the API removes it from the table.
+	if err := cs.CoreV1().Services("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "web gone", func() bool { return !hasElement(mapServiceIPs, "172.28.0.20", "tcp", "80") })
+	pmu.Lock()
+	if len(proxiers) != 1 || proxiers[0].Latency().Count == 0 {
+		t.Errorf("no latency recorded")
+	}
+	pmu.Unlock()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPeriodicResyncWritesOnlyDifferences(t *testing.T) {
+	nft := &countingNFT{Fake: knftables.NewFake(knftables.IPv4Family, TableName)}
+	p, _ := NewProxier(Options{Node: testNode, NFT: nft})
+	ctx := context.Background()
+	for i := range 20 {
+		s := web("shop", fmt.Sprintf("s%d", i), fmt.Sprintf("172.28.1.%d", i))
+		p.OnServiceUpdate(s)
+		p.OnEndpointSliceUpdate(slice(s, "x", http8080, ep(fmt.Sprintf("172.27.9.%d", i), "node-b", "ready")))
+	}
+	p.OnSynced()
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Someone leaves a chain of ours behind by hand.
+	tx := nft.Fake.NewTransaction()
+	tx.Add(&knftables.Chain{Name: "svc-old/gone/tcp/http"})
+	tx.Add(&knftables.Rule{Chain: "svc-old/gone/tcp/http", Rule: "drop"})
+	if err := nft.Fake.Run(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	p.syncMu.Lock()
+	p.resync = true
+	p.syncMu.Unlock()
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := "flush chain ip edgenet svc-old/gone/tcp/http\n"; nft.last != want {
+		t.Errorf("resync transaction = %q, want only %q", nft.last, want)
+	}
+}

@@ -1,0 +1,355 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/knftables"
+)
+
+// Config is what `edgenet agent` passes to Run.
+type Config struct {
+	Clientset kubernetes.Interface
+	NodeName  string
+	NodeIPs   []netip.Addr
+	// PodCIDRs are the cluster pod ranges, at most one per family; a proxier runs
+	// for each family given (e.g. 172.27.0.0/16).
+	PodCIDRs []netip.Prefix
+	// Balancing: see NodeConfig.Balancing ("" = vmap).
+	Balancing Balancing
+	// MinSyncInterval and FullSyncPeriod: see Options.
+	MinSyncInterval time.Duration
+	FullSyncPeriod  time.Duration
+	// InformerResync is the informers' resync period; 0 disables it.
+	InformerResync time.Duration
+	Logger         *slog.Logger
+	// NewNFT opens the table of a family; default knftables.New(family, TableName).
+	NewNFT func(knftables.Family) (knftables.Interface, error)
+	// Conntrack defaults to netlink in the current namespace.
+	Conntrack Conntrack
+	// HealthListen defaults to DefaultHealthListen.
+	HealthListen func(port uint16) (net.Listener, error)
+	// OnProxiers, if set, receives the proxiers once created (for metrics/tests).
+	OnProxiers func([]*Proxier)
+}
+
+// Labels that take a Service out of our hands, as for kube-proxy.
+const (
+	labelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+	labelHeadless         = "service.kubernetes.io/headless"
+)
+
+// Run proxies Services on this node until ctx is done. The nftables table is left in
+// place on return so that traffic keeps flowing across agent restarts.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Clientset == nil {
+		return errors.New("proxy: no clientset")
+	}
+	if len(cfg.PodCIDRs) == 0 || len(cfg.PodCIDRs) > 2 {
+		return fmt.Errorf("proxy: want one pod CIDR per family, got %v", cfg.PodCIDRs)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.NewNFT == nil {
+		cfg.NewNFT = func(f knftables.Family) (knftables.Interface, error) { return knftables.New(f, TableName) }
+	}
+	if cfg.Conntrack == nil {
+		cfg.Conntrack = NetlinkConntrack{}
+	}
+	if cfg.HealthListen == nil {
+		cfg.HealthListen = DefaultHealthListen
+	}
+	var proxiers []*Proxier
+	seen := map[knftables.Family]bool{}
+	for i, cidr := range cfg.PodCIDRs {
+		fam := knftables.IPv4Family
+		if cidr.Addr().Is6() {
+			fam = knftables.IPv6Family
+		}
+		if seen[fam] {
+			return fmt.Errorf("proxy: two pod CIDRs of family %s", fam)
+		}
+		seen[fam] = true
+		nft, err := cfg.NewNFT(fam)
+		if err != nil {
+			return fmt.Errorf("proxy: nftables %s: %w", fam, err)
+		}
+		opts := Options{
+			Node:            NodeConfig{Family: fam, NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, PodCIDR: cidr, Balancing: cfg.Balancing},
+			NFT:             nft,
+			Conntrack:       cfg.Conntrack,
+			MinSyncInterval: cfg.MinSyncInterval,
+			FullSyncPeriod:  cfg.FullSyncPeriod,
+			Logger:          log,
+		}
+		if i == 0 { // one health server per port, whatever the families
+			opts.HealthListen = cfg.HealthListen
+		}
+		p, err := NewProxier(opts)
+		if err != nil {
+			return err
+		}
+		proxiers = append(proxiers, p)
+	}
+	if cfg.OnProxiers != nil {
+		cfg.OnProxiers(proxiers)
+	}
+
+	factory := informers.NewSharedInformerFactoryWithOptions(cfg.Clientset, cfg.InformerResync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = "!" + labelServiceProxyName }))
+	sliceFactory := informers.NewSharedInformerFactoryWithOptions(cfg.Clientset, cfg.InformerResync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.LabelSelector = "!" + labelServiceProxyName + ",!" + labelHeadless
+		}))
+	svcInf := factory.Core().V1().Services().Informer()
+	sliceInf := sliceFactory.Discovery().V1().EndpointSlices().Informer()
+	if err := svcInf.SetTransform(stripService); err != nil {
+		return fmt.Errorf("proxy: service transform: %w", err)
+	}
+	if err := sliceInf.SetTransform(stripEndpointSlice); err != nil {
+		return fmt.Errorf("proxy: endpointslice transform: %w", err)
+	}
+	_, err := svcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { onService(proxiers, obj) },
+		UpdateFunc: func(_, obj any) { onService(proxiers, obj) },
+		DeleteFunc: func(obj any) {
+			if s, ok := unwrapTombstone(obj).(*corev1.Service); ok {
+				for _, p := range proxiers {
+					p.OnServiceDelete(ServiceKey{s.Namespace, s.Name})
+				}
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("proxy: service handler: %w", err)
+	}
+	_, err = sliceInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { onSlice(proxiers, obj) },
+		UpdateFunc: func(_, obj any) { onSlice(proxiers, obj) },
+		DeleteFunc: func(obj any) {
+			s, ok := unwrapTombstone(obj).(*discoveryv1.EndpointSlice)
+			if !ok {
+				return
+			}
+			if svc := s.Labels[discoveryv1.LabelServiceName]; svc != "" {
+				for _, p := range proxiers {
+					p.OnEndpointSliceDelete(ServiceKey{s.Namespace, svc}, s.Name)
+				}
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("proxy: endpointslice handler: %w", err)
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	for _, p := range proxiers {
+		g.Go(func() error { return p.Run(ctx) })
+	}
+	factory.Start(ctx.Done())
+	sliceFactory.Start(ctx.Done())
+	g.Go(func() error {
+		if !cache.WaitForCacheSync(ctx.Done(), svcInf.HasSynced, sliceInf.HasSynced) {
+			return nil // ctx done
+		}
+		log.Info("service and endpointslice caches synced", "component", "proxy")
+		for _, p := range proxiers {
+			p.OnSynced()
+		}
+		return nil
+	})
+	err = g.Wait()
+	factory.Shutdown()
+	sliceFactory.Shutdown()
+	return err
+}
+
+func unwrapTombstone(obj any) any {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		return t.Obj
+	}
+	return obj
+}
+
+func onService(proxiers []*Proxier, obj any) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return
+	}
+	key := ServiceKey{s.Namespace, s.Name}
+	m := ServiceFromAPI(s)
+	for _, p := range proxiers {
+		if m == nil {
+			p.OnServiceDelete(key) // e.g. became ExternalName or headless
+		} else {
+			p.OnServiceUpdate(m)
+		}
+	}
+}
+
+func onSlice(proxiers []*Proxier, obj any) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return
+	}
+	m := EndpointSliceFromAPI(s)
+	if m == nil {
+		return
+	}
+	for _, p := range proxiers {
+		p.OnEndpointSliceUpdate(m)
+	}
+}
+
+// stripService keeps only the fields ServiceFromAPI reads, so the informer cache
+// holds little per Service.
+func stripService(obj any) (any, error) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion},
+		Spec: corev1.ServiceSpec{
+			Type:                  s.Spec.Type,
+			ClusterIP:             s.Spec.ClusterIP,
+			ClusterIPs:            s.Spec.ClusterIPs,
+			Ports:                 s.Spec.Ports,
+			ExternalIPs:           s.Spec.ExternalIPs,
+			SessionAffinity:       s.Spec.SessionAffinity,
+			SessionAffinityConfig: s.Spec.SessionAffinityConfig,
+			ExternalTrafficPolicy: s.Spec.ExternalTrafficPolicy,
+			InternalTrafficPolicy: s.Spec.InternalTrafficPolicy,
+			HealthCheckNodePort:   s.Spec.HealthCheckNodePort,
+		},
+		Status: corev1.ServiceStatus{LoadBalancer: s.Status.LoadBalancer},
+	}
+	return out, nil
+}
+
+func stripEndpointSlice(obj any) (any, error) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return obj, nil
+	}
+	out := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion,
+			Labels: map[string]string{discoveryv1.LabelServiceName: s.Labels[discoveryv1.LabelServiceName]}},
+		AddressType: s.AddressType,
+		Ports:       s.Ports,
+	}
+	for _, e := range s.Endpoints {
+		out.Endpoints = append(out.Endpoints, discoveryv1.Endpoint{Addresses: e.Addresses, Conditions: e.Conditions, NodeName: e.NodeName})
+	}
+	return out, nil
+}
+
+// ServiceFromAPI converts a core/v1 Service to the model; nil for Services that are
+// not proxied (ExternalName, headless). Unparsable addresses are dropped.
+func ServiceFromAPI(s *corev1.Service) *Service {
+	if s.Spec.Type == corev1.ServiceTypeExternalName || s.Spec.ClusterIP == "" || s.Spec.ClusterIP == corev1.ClusterIPNone {
+		return nil
+	}
+	m := &Service{
+		Key:                 ServiceKey{s.Namespace, s.Name},
+		Type:                ServiceType(s.Spec.Type),
+		ExternalLocal:       s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
+		InternalLocal:       s.Spec.InternalTrafficPolicy != nil && *s.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal,
+		HealthCheckNodePort: uint16(s.Spec.HealthCheckNodePort),
+	}
+	if m.Type == "" {
+		m.Type = ClusterIP
+	}
+	ips := s.Spec.ClusterIPs
+	if len(ips) == 0 {
+		ips = []string{s.Spec.ClusterIP}
+	}
+	m.ClusterIPs = parseAddrs(ips)
+	m.ExternalIPs = parseAddrs(s.Spec.ExternalIPs)
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if a, err := netip.ParseAddr(in.IP); err == nil {
+			m.LoadBalancerIPs = append(m.LoadBalancerIPs, a)
+		}
+	}
+	if s.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		timeout := int32(corev1.DefaultClientIPServiceAffinitySeconds)
+		if c := s.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+			timeout = *c.ClientIP.TimeoutSeconds
+		}
+		m.AffinityTimeout = time.Duration(timeout) * time.Second
+	}
+	for _, p := range s.Spec.Ports {
+		proto := Protocol(strings.ToLower(string(p.Protocol)))
+		if proto == "" {
+			proto = TCP
+		}
+		m.Ports = append(m.Ports, ServicePort{Name: p.Name, Protocol: proto, Port: uint16(p.Port), NodePort: uint16(p.NodePort)})
+	}
+	return m
+}
+
+// EndpointSliceFromAPI converts a discovery/v1 EndpointSlice to the model; nil when
+// it belongs to no Service or carries FQDN addresses.
+func EndpointSliceFromAPI(s *discoveryv1.EndpointSlice) *EndpointSlice {
+	svc := s.Labels[discoveryv1.LabelServiceName]
+	if svc == "" || s.AddressType == discoveryv1.AddressTypeFQDN {
+		return nil
+	}
+	m := &EndpointSlice{Service: ServiceKey{s.Namespace, svc}, Name: s.Name}
+	for _, p := range s.Ports {
+		if p.Port == nil {
+			continue
+		}
+		ep := EndpointPort{Protocol: TCP, Port: uint16(*p.Port)}
+		if p.Name != nil {
+			ep.Name = *p.Name
+		}
+		if p.Protocol != nil {
+			ep.Protocol = Protocol(strings.ToLower(string(*p.Protocol)))
+		}
+		m.Ports = append(m.Ports, ep)
+	}
+	for _, e := range s.Endpoints {
+		c := e.Conditions
+		me := Endpoint{
+			Addresses: parseAddrs(e.Addresses),
+			// A nil ready condition means ready (unknown state, as kube-proxy).
+			Ready:       c.Ready == nil || *c.Ready,
+			Serving:     c.Serving == nil && (c.Ready == nil || *c.Ready) || c.Serving != nil && *c.Serving,
+			Terminating: c.Terminating != nil && *c.Terminating,
+		}
+		if me.Terminating {
+			me.Ready = false
+		}
+		if e.NodeName != nil {
+			me.NodeName = *e.NodeName
+		}
+		m.Endpoints = append(m.Endpoints, me)
+	}
+	return m
+}
+
+func parseAddrs(ss []string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
