@@ -24,14 +24,14 @@ type Allocator struct {
 	services map[string]*record
 	ips      map[netip.Addr]*ipUse
 	used     [2]addrSet // by familyIndex
-	poolUsed map[string]uint64
+	poolUsed map[string]*[2]uint64
 	shared   map[string]map[netip.Addr]struct{} // sharing key -> addresses
 }
 
 type pool struct {
 	Pool
 	pinned   bool
-	capacity uint64
+	capacity [2]uint64 // by familyIndex, saturating
 }
 
 // record is what a Service holds and the terms it holds it on.
@@ -59,7 +59,7 @@ func New() *Allocator {
 		byName:   map[string]*pool{},
 		services: map[string]*record{},
 		ips:      map[netip.Addr]*ipUse{},
-		poolUsed: map[string]uint64{},
+		poolUsed: map[string]*[2]uint64{},
 		shared:   map[string]map[netip.Addr]struct{}{},
 	}
 }
@@ -101,13 +101,16 @@ func (a *Allocator) SetPools(pools []Pool) (PoolReport, error) {
 		}
 	}
 	a.pools, a.byName = ps, newByName
-	a.poolUsed = map[string]uint64{}
+	a.poolUsed = map[string]*[2]uint64{}
+	for _, p := range ps {
+		a.poolUsed[p.Name] = &[2]uint64{}
+	}
 	for addr, u := range a.ips {
 		old := u.pool
 		u.pool = ""
 		if p := a.poolFor(addr); p != nil {
 			u.pool = p.Name
-			a.poolUsed[p.Name]++
+			a.poolUsed[p.Name][familyIndex(addr)]++
 		}
 		switch {
 		case old != "" && u.pool == "":
@@ -201,20 +204,24 @@ func buildPools(in []Pool) ([]*pool, error) {
 	return out, nil
 }
 
-// capacity is the number of assignable addresses of p, saturating.
-func capacity(p Pool) uint64 {
-	var total uint64
+// capacity is the number of assignable addresses of p per family, saturating.
+func capacity(p Pool) [2]uint64 {
+	var total [2]uint64
 	for _, r := range p.Ranges {
 		n := r.Size()
 		if p.AvoidBuggyIPs && r.From.Is4() {
 			n -= buggyCount(r.From, r.To)
 		}
-		total += n
-		if total < n {
-			return math.MaxUint64
-		}
+		total[familyIndex(r.From)] = addSat(total[familyIndex(r.From)], n)
 	}
 	return total
+}
+
+func addSat(x, y uint64) uint64 {
+	if s := x + y; s >= x {
+		return s
+	}
+	return math.MaxUint64
 }
 
 // poolFor returns the pool that owns addr, or nil.
@@ -327,8 +334,9 @@ func (a *Allocator) Orphans() []Orphan {
 }
 
 // Usage returns how many addresses of the named pool are in use and how many
-// are free (saturating at MaxUint64 for huge IPv6 pools). A shared address
-// counts once. An unknown pool has neither.
+// are free, both families together (free saturates at MaxUint64 for huge IPv6
+// pools). A shared address counts once; an orphan not at all. An unknown pool
+// has neither.
 func (a *Allocator) Usage(name string) (used, free uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -336,11 +344,32 @@ func (a *Allocator) Usage(name string) (used, free uint64) {
 	if p == nil {
 		return 0, 0
 	}
-	used = a.poolUsed[name]
-	if p.capacity == math.MaxUint64 {
+	u4, f4 := a.usageLocked(p, IPv4)
+	u6, f6 := a.usageLocked(p, IPv6)
+	return u4 + u6, addSat(f4, f6)
+}
+
+// FamilyUsage is Usage for one family.
+func (a *Allocator) FamilyUsage(name string, f Family) (used, free uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.byName[name]
+	if p == nil || (f != IPv4 && f != IPv6) {
+		return 0, 0
+	}
+	return a.usageLocked(p, f)
+}
+
+func (a *Allocator) usageLocked(p *pool, f Family) (used, free uint64) {
+	i := 0
+	if f == IPv6 {
+		i = 1
+	}
+	used = a.poolUsed[p.Name][i]
+	if p.capacity[i] == math.MaxUint64 {
 		return used, math.MaxUint64
 	}
-	return used, p.capacity - used
+	return used, p.capacity[i] - used
 }
 
 func (a *Allocator) assignment(key string) Assignment {
@@ -372,7 +401,7 @@ func (a *Allocator) commit(s *Service, ips []netip.Addr) {
 			u = &ipUse{ports: map[Port]string{}}
 			if p := a.poolFor(ip); p != nil {
 				u.pool = p.Name
-				a.poolUsed[p.Name]++
+				a.poolUsed[p.Name][familyIndex(ip)]++
 			}
 			a.ips[ip] = u
 			a.used[familyIndex(ip)].insert(toU128(ip))
@@ -410,7 +439,7 @@ func (a *Allocator) drop(rec *record) {
 		delete(a.ips, ip)
 		a.used[familyIndex(ip)].remove(toU128(ip))
 		if u.pool != "" {
-			a.poolUsed[u.pool]--
+			a.poolUsed[u.pool][familyIndex(ip)]--
 		}
 		if u.key != "" {
 			delete(a.shared[u.key], ip)
@@ -536,7 +565,7 @@ func (a *Allocator) familyError(s *Service, f Family, cands []*pool) *Error {
 	var full []string
 	for _, p := range cands {
 		if hasFamily(p, f) {
-			used, free := a.usageLocked(p)
+			used, free := a.usageLocked(p, f)
 			full = append(full, fmt.Sprintf("%q (%d in use, %d free)", p.Name, used, free))
 		}
 	}
@@ -557,14 +586,6 @@ func (a *Allocator) familyError(s *Service, f Family, cands []*pool) *Error {
 		msg += fmt.Sprintf(", and no address shared under %s %q accepts this Service's ports and backend", AnnotationAllowSharedIP, s.SharingKey)
 	}
 	return s.errorf(ReasonPoolExhausted, "%s", msg)
-}
-
-func (a *Allocator) usageLocked(p *pool) (used, free uint64) {
-	used = a.poolUsed[p.Name]
-	if p.capacity == math.MaxUint64 {
-		return used, math.MaxUint64
-	}
-	return used, p.capacity - used
 }
 
 func hasFamily(p *pool, f Family) bool {
