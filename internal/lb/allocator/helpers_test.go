@@ -22,6 +22,21 @@ func ranges(t testing.TB, ss ...string) []computenet.Range {
 	return out
 }
 
+func mustRanges(ss ...string) []computenet.Range {
+	out := make([]computenet.Range, len(ss))
+	for i, s := range ss {
+		out[i] = must(computenet.ParseRange(s))
+	}
+	return out
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
 func addrs(ss ...string) []netip.Addr {
 	out := make([]netip.Addr, len(ss))
 	for i, s := range ss {
