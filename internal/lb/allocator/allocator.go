@@ -161,6 +161,10 @@ func buildPools(in []Pool) ([]*pool, error) {
 				errs = append(errs, fmt.Errorf("pool %q: range %d %q is not a valid range", name, j, r))
 				continue
 			}
+			if r.From.Is4In6() || r.To.Is4In6() {
+				errs = append(errs, fmt.Errorf("pool %q: range %s is IPv4-mapped IPv6; write it as IPv4", name, r))
+				continue
+			}
 			all = append(all, owned{r, name})
 		}
 		if err := p.NamespaceSelector.Validate(); err != nil {
@@ -265,6 +269,9 @@ func (a *Allocator) Assign(svc Service) (Assignment, error) {
 // Service could no longer pick, are accepted (they are what it holds); conflicts
 // with addresses already restored for other Services are not.
 func (a *Allocator) Restore(svc Service, ips []netip.Addr) (Assignment, error) {
+	// What the Service asks for now is for Assign to act on; a bad request
+	// must not stop the replay of what it holds.
+	svc.Requested = nil
 	s, err := normalize(svc)
 	if err != nil {
 		return Assignment{}, err

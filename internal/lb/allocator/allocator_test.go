@@ -406,7 +406,8 @@ func TestSetPoolsRefusesBadConfig(t *testing.T) {
 		{"empty name", []Pool{{Ranges: ranges(t, "10.0.0.0/30")}}, "pool 0: empty name"},
 		{"duplicate", []Pool{good, good}, `pool "p": name used twice`},
 		{"no ranges", []Pool{{Name: "q"}}, `pool "q": no address ranges`},
-		{"invalid range", []Pool{{Name: "q", Ranges: ranges(t, "10.0.0.0/30")[:0:0]}, {Name: "r", Ranges: []computenet.Range{{}}}}, `pool "r": range 0 "" is not a valid range`},
+		{"invalid range", []Pool{{Name: "r", Ranges: []computenet.Range{{}}}}, `pool "r": range 0 "" is not a valid range`},
+		{"mapped range", []Pool{{Name: "m", Ranges: ranges(t, "::ffff:10.0.0.0/120")}}, `pool "m": range ::ffff:10.0.0.0-::ffff:10.0.0.255 is IPv4-mapped IPv6; write it as IPv4`},
 		{"overlap across pools", []Pool{good, {Name: "q", Ranges: ranges(t, "10.0.0.3-10.0.0.9")}}, `range 10.0.0.0-10.0.0.3 of pool "p" overlaps range 10.0.0.3-10.0.0.9 of pool "q"`},
 		{"overlap within a pool", []Pool{{Name: "q", Ranges: ranges(t, "fd00::/64", "fd00::5")}}, `overlaps range fd00::5 of pool "q"`},
 		{"bad selector", []Pool{{Name: "q", Ranges: ranges(t, "10.0.0.0/30"), ServiceSelector: &Selector{MatchExpressions: []Requirement{{Key: "a", Operator: In}}}}},
@@ -501,6 +502,18 @@ func TestRestartReplay(t *testing.T) {
 	}
 	if _, err := c.Restore(svc4("ns/b"), nil); !IsInvalidService(err) {
 		t.Errorf("Restore without addresses: %v", err)
+	}
+	// A Service whose request became invalid while the controller was down
+	// still keeps what it holds; Assign then reports the bad request.
+	bad := with(svc4("ns/c"), func(s *Service) { s.Requested = addrs("fd00::9") })
+	if _, err := c.Restore(bad, addrs("10.0.0.2")); err != nil {
+		t.Errorf("Restore with an invalid request: %v", err)
+	}
+	if _, err := c.Assign(bad); !IsFamilyUnavailable(err) {
+		t.Errorf("Assign with an invalid request: %v", err)
+	}
+	if got, _ := c.Get("ns/c"); !slices.Equal(got.Addrs(), addrs("10.0.0.2")) {
+		t.Errorf("ns/c holds %v after a failed Assign", got.Addrs())
 	}
 }
 
