@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -254,5 +253,4 @@ func TestModeSwitchAndCleanup(t *testing.T) {
 	if got := l.ourRoutes(n1.ns); len(got) != 0 {
 		t.Errorf("routes after Cleanup: %q", got)
 	}
-	_ = netip.Addr{}
 }
