@@ -85,12 +85,21 @@ func newNS(t testing.TB, tag string) string {
 	return name
 }
 
-// plug connects host netns h to the site bridge as eth0 with addr.
-func (l *lab) plug(h, port string, addr netip.Prefix) {
-	run(l.t, "ip", "-n", l.site, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", h)
-	run(l.t, "ip", "-n", l.site, "link", "set", port, "master", "br0", "up")
-	run(l.t, "ip", "-n", h, "addr", "add", addr.String(), "dev", "eth0")
-	run(l.t, "ip", "-n", h, "link", "set", "eth0", "up")
+// plug connects netns h to a site bridge as ifName with addr.
+func (l *lab) plug(h, port, bridge, ifName string, addr netip.Prefix) {
+	run(l.t, "ip", "-n", l.site, "link", "add", port, "type", "veth", "peer", "name", ifName, "netns", h)
+	run(l.t, "ip", "-n", l.site, "link", "set", port, "master", bridge, "up")
+	run(l.t, "ip", "-n", h, "addr", "add", addr.String(), "dev", ifName)
+	run(l.t, "ip", "-n", h, "link", "set", ifName, "up")
+}
+
+// addNode adds a node netns on bridge with a pod at podIP (MTU podMTU).
+func (l *lab) addNode(name, bridge, ip, block, podIP string, podMTU int) *labNode {
+	n := &labNode{name: name, ns: newNS(l.t, name), ip: addr(ip), block: pfx(block)}
+	l.plug(n.ns, "s-"+name, bridge, "eth0", netip.PrefixFrom(n.ip, 24))
+	n.pod = l.attachPod(n, addr(podIP), podMTU)
+	l.nodes = append(l.nodes, n)
+	return n
 }
 
 // newLab builds two nodes (n1 192.168.50.10 with block 172.27.0.64/26, n2 .11 with 172.27.0.128/26), one pod on
@@ -101,16 +110,9 @@ func newLab(t *testing.T, podMTU int) *lab {
 	run(t, "ip", "-n", l.site, "link", "add", "br0", "type", "bridge")
 	run(t, "ip", "-n", l.site, "link", "set", "br0", "up")
 	l.outside = newNS(t, "out")
-	l.plug(l.outside, "s-out", pfx("192.168.50.100/24"))
-	for i, spec := range []struct{ ip, block, pod string }{
-		{"192.168.50.10", "172.27.0.64/26", "172.27.0.65"},
-		{"192.168.50.11", "172.27.0.128/26", "172.27.0.129"},
-	} {
-		n := &labNode{name: fmt.Sprintf("n%d", i+1), ns: newNS(t, fmt.Sprintf("n%d", i+1)), ip: addr(spec.ip), block: pfx(spec.block)}
-		l.plug(n.ns, "s-"+n.name, netip.PrefixFrom(n.ip, 24))
-		n.pod = l.attachPod(n, addr(spec.pod), podMTU)
-		l.nodes = append(l.nodes, n)
-	}
+	l.plug(l.outside, "s-out", "br0", "eth0", pfx("192.168.50.100/24"))
+	l.addNode("n1", "br0", "192.168.50.10", "172.27.0.64/26", "172.27.0.65", podMTU)
+	l.addNode("n2", "br0", "192.168.50.11", "172.27.0.128/26", "172.27.0.129", podMTU)
 	return l
 }
 

@@ -254,3 +254,56 @@ func TestModeSwitchAndCleanup(t *testing.T) {
 		t.Errorf("routes after Cleanup: %q", got)
 	}
 }
+
+// TestAutoAcrossARouter puts n3 on another subnet behind a router that knows nothing of pods: in Auto mode n1
+// and n2 route to each other directly and reach n3 over VXLAN through the router.
+func TestAutoAcrossARouter(t *testing.T) {
+	mtu := PodMTU(Auto, 1500)
+	l := newLab(t, mtu)
+	n1, n2 := l.nodes[0], l.nodes[1]
+	run(t, "ip", "-n", l.site, "link", "add", "br1", "type", "bridge")
+	run(t, "ip", "-n", l.site, "link", "set", "br1", "up")
+	router := newNS(t, "rtr")
+	l.plug(router, "s-rtr0", "br0", "eth0", pfx("192.168.50.1/24"))
+	l.plug(router, "s-rtr1", "br1", "eth1", pfx("192.168.60.1/24"))
+	run(t, "ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	n3 := l.addNode("n3", "br1", "192.168.60.10", "172.27.1.0/26", "172.27.1.1", mtu)
+	run(t, "ip", "-n", n1.ns, "route", "add", "192.168.60.0/24", "via", "192.168.50.1")
+	run(t, "ip", "-n", n2.ns, "route", "add", "192.168.60.0/24", "via", "192.168.50.1")
+	run(t, "ip", "-n", n3.ns, "route", "add", "192.168.50.0/24", "via", "192.168.60.1")
+
+	for _, n := range l.nodes {
+		apply(t, l.manager(n, Auto), n.node(), l.nodeSet())
+	}
+	want := []string{
+		"blackhole 172.27.0.64/26",
+		"172.27.0.128/26 via 192.168.50.11 dev eth0",
+		"172.27.1.0/26 via 172.27.1.0 dev edgenet.vxlan onlink",
+	}
+	if got := l.ourRoutes(n1.ns); !slices.Equal(got, want) {
+		t.Errorf("routes of n1 = %q, want %q", got, want)
+	}
+	want = []string{
+		"172.27.0.64/26 via 172.27.0.64 dev edgenet.vxlan onlink",
+		"172.27.0.128/26 via 172.27.0.128 dev edgenet.vxlan onlink",
+		"blackhole 172.27.1.0/26",
+	}
+	if got := l.ourRoutes(n3.ns); !slices.Equal(got, want) {
+		t.Errorf("routes of n3 = %q, want %q", got, want)
+	}
+	for _, pair := range [][2]*labNode{{n1, n3}, {n3, n1}, {n2, n3}, {n1, n2}} {
+		mustPing(t, pair[0].pod.ns, pair[1].pod.ip)
+	}
+	if src := tcpSource(t, n1.pod.ns, n3.pod.ns, n3.pod.ip); src != n1.pod.ip {
+		t.Errorf("pod1 → pod3 arrived from %s, want %s", src, n1.pod.ip)
+	}
+	if src := tcpSource(t, n3.pod.ns, n1.ns, n1.ip); src != n3.ip {
+		t.Errorf("pod3 → node1 (over the router) arrived from %s, want n3's IP %s", src, n3.ip)
+	}
+	if src := tcpSource(t, n2.pod.ns, n1.ns, n1.ip); src != n2.pod.ip {
+		t.Errorf("pod2 → node1 (same subnet) arrived from %s, want the pod IP %s", src, n2.pod.ip)
+	}
+	if err := ping(t, n3.pod.ns, n2.pod.ip, mtu-28, 3); err != nil {
+		t.Errorf("full-size pod packet over the routed overlay: %v", err)
+	}
+}
