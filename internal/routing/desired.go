@@ -188,6 +188,14 @@ type Desired struct {
 // Compute returns the routing state for local, given all cluster nodes (local may be among them, matched by
 // name). It validates everything first: on error, nothing is to be applied.
 func Compute(local Node, nodes []Node, p Params) (Desired, error) {
+	d, err := compute(local, nodes, p)
+	if err != nil {
+		return Desired{}, fmt.Errorf("routing: %w", err)
+	}
+	return d, nil
+}
+
+func compute(local Node, nodes []Node, p Params) (Desired, error) {
 	if err := p.validate(); err != nil {
 		return Desired{}, err
 	}
@@ -197,7 +205,7 @@ func Compute(local Node, nodes []Node, p Params) (Desired, error) {
 		return Desired{}, err
 	}
 	if p.Mode == Direct && !p.SiteSubnet.Contains(local.IP) {
-		return Desired{}, fmt.Errorf("routing: direct mode: local node %s (%s) is not on the site subnet %s", local.Name, local.IP, p.SiteSubnet)
+		return Desired{}, fmt.Errorf("direct mode: local node %s (%s) is not on the site subnet %s", local.Name, local.IP, p.SiteSubnet)
 	}
 
 	d := Desired{Paths: map[string]Mode{}, DirectNodeIPs: []netip.Addr{local.IP}}
@@ -234,7 +242,7 @@ func Compute(local Node, nodes []Node, p Params) (Desired, error) {
 		}
 	}
 	if len(offSubnet) > 0 {
-		return Desired{}, fmt.Errorf("routing: direct mode needs every node on the site subnet %s; not on it: %s (use vxlan or auto)",
+		return Desired{}, fmt.Errorf("direct mode needs every node on the site subnet %s; not on it: %s (use vxlan or auto)",
 			p.SiteSubnet, strings.Join(offSubnet, ", "))
 	}
 	if needVXLAN {
@@ -288,10 +296,7 @@ func (p Params) validate() error {
 	if vx.VNI >= 1<<24 {
 		errs = append(errs, fmt.Errorf("VNI %d does not fit 24 bits", vx.VNI))
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("routing: %w", errors.Join(errs...))
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func validIfName(s string) error {
@@ -373,7 +378,7 @@ func validateNodes(local Node, nodes []Node, p Params) ([]Node, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("routing: %w", errors.Join(errs...))
+		return nil, errors.Join(errs...)
 	}
 	remotes := all[1:]
 	slices.SortFunc(remotes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })

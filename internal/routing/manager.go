@@ -61,7 +61,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		p.SiteSubnet = netip.MustParsePrefix("0.0.0.0/0") // checked for real once derived
 	}
 	if err := p.validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("routing: %w", err)
 	}
 	for _, x := range cfg.NoMasquerade {
 		if !x.IsValid() || !x.Addr().Is4() {
@@ -134,7 +134,7 @@ func (m *Manager) apply(ctx context.Context, local Node, nodes []Node) (Changes,
 			return ch, err
 		}
 	}
-	d, err := Compute(local, nodes, p)
+	d, err := compute(local, nodes, p)
 	if err != nil {
 		return ch, err
 	}
