@@ -216,7 +216,7 @@ func TestModeSwitchAndCleanup(t *testing.T) {
 
 	// A pod holding n2's VTEP address: Apply in VXLAN mode refuses and changes nothing.
 	before := l.ourRoutes(n2.ns)
-	l.attachPod(n2, n2.block.Addr(), 1450)
+	squatter := l.attachPod(n2, n2.block.Addr(), 1450)
 	_, err := l.manager(n2, VXLAN).Apply(context.Background(), n2.node(), l.nodeSet())
 	if err == nil || !strings.Contains(err.Error(), "VTEP address 172.27.0.128 is in use") {
 		t.Errorf("Apply with the VTEP address taken: %v", err)
@@ -224,6 +224,7 @@ func TestModeSwitchAndCleanup(t *testing.T) {
 	if after := l.ourRoutes(n2.ns); !slices.Equal(before, after) {
 		t.Errorf("refused Apply changed routes: %q → %q", before, after)
 	}
+	run(t, "ip", "-n", n2.ns, "link", "del", squatter.veth)
 
 	// Bad input: clear error, nothing changed.
 	_, err = l.manager(n1, Direct).Apply(context.Background(), n1.node(), append(l.nodeSet(), Node{Name: "n3", IP: n2.ip}))
@@ -232,8 +233,29 @@ func TestModeSwitchAndCleanup(t *testing.T) {
 	}
 	mustPing(t, n1.pod.ns, n2.pod.ip)
 
+	// Updating the overlay in place: the MTU follows the site interface; a new VNI recreates the device.
 	m := l.manager(n1, VXLAN)
 	apply(t, m, n1.node(), l.nodeSet())
+	run(t, "ip", "-n", n1.ns, "link", "set", "eth0", "mtu", "1400")
+	if ch := apply(t, m, n1.node(), l.nodeSet()); ch.Link != 1 || ch.RoutesAdded+ch.RoutesReplaced+ch.RoutesDeleted != 0 {
+		t.Errorf("site MTU change: %+v, want one link update and no route change", ch)
+	}
+	if link, err := l.handle(n1.ns).LinkByName(DefaultVXLANDevice); err != nil || link.Attrs().MTU != 1350 {
+		t.Errorf("vxlan MTU after the site MTU went to 1400: %v %v", link, err)
+	}
+	run(t, "ip", "-n", n1.ns, "link", "set", "eth0", "mtu", "1500")
+	for _, n := range l.nodes {
+		m, err := NewManager(Config{Mode: VXLAN, PodCIDR: podCIDR, NetNS: "/run/netns/" + n.ns, VXLAN: VXLANConfig{VNI: 77}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply(t, m, n.node(), l.nodeSet())
+	}
+	if link, err := l.handle(n1.ns).LinkByName(DefaultVXLANDevice); err != nil || link.(*netlink.Vxlan).VxlanId != 77 {
+		t.Errorf("vxlan device after VNI change: %v %v", link, err)
+	}
+	mustPing(t, n1.pod.ns, n2.pod.ip)
+
 	if err := m.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
