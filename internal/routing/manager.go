@@ -45,9 +45,8 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
-	nft      knftables.Interface
-	lastMasq string // fingerprint of the masquerade state last applied or found
+	mu  sync.Mutex
+	nft knftables.Interface
 }
 
 // NewManager validates cfg. It touches no kernel state.
@@ -486,10 +485,6 @@ func sameRoute(have, want netlink.Route) bool {
 }
 
 func (m *Manager) syncMasquerade(ctx context.Context, keep []netip.Prefix) (bool, error) {
-	fp := fingerprint(m.cfg.PodCIDR, keep)
-	if fp == m.lastMasq {
-		return false, nil
-	}
 	if m.nft == nil {
 		// knftables probes nft at construction, so it must happen inside the target netns.
 		nft, err := knftables.New(knftables.IPv4Family, NATTable)
@@ -498,22 +493,20 @@ func (m *Manager) syncMasquerade(ctx context.Context, keep []netip.Prefix) (bool
 		}
 		m.nft = nft
 	}
-	if m.lastMasq == "" {
-		ok, err := masqUpToDate(ctx, m.nft, m.cfg.PodCIDR, keep)
-		if err != nil {
-			return false, fmt.Errorf("nftables: read table %s: %w", NATTable, err)
-		}
-		if ok {
-			m.lastMasq = fp
-			return false, nil
-		}
+	// Read back every time (two nft list calls) rather than trusting memory: a table flushed or edited by
+	// someone else is repaired on the next Apply.
+	ok, err := masqUpToDate(ctx, m.nft, m.cfg.PodCIDR, keep)
+	if err != nil {
+		return false, fmt.Errorf("nftables: read table %s: %w", NATTable, err)
+	}
+	if ok {
+		return false, nil
 	}
 	tx := m.nft.NewTransaction()
 	masqTransaction(tx, m.cfg.PodCIDR, keep)
 	if err := m.nft.Run(ctx, tx); err != nil {
 		return false, fmt.Errorf("nftables: apply table %s: %w", NATTable, err)
 	}
-	m.lastMasq = fp
 	return true, nil
 }
 
@@ -522,7 +515,6 @@ func (m *Manager) syncMasquerade(ctx context.Context, keep []netip.Prefix) (bool
 func (m *Manager) Cleanup(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.lastMasq = ""
 	return m.inNetNS(func() error {
 		var errs []error
 		have, err := netlinksafe.RouteListFiltered(unix.AF_INET, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
