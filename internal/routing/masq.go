@@ -40,8 +40,8 @@ func masqRule(podCIDR netip.Prefix) string {
 	return fmt.Sprintf("ip saddr %s ip daddr != @%s masquerade fully-random", podCIDR, noMasqSet)
 }
 
-// fingerprint names a masquerade state; it goes in the rule's comment, so Apply (in this or a new Manager) can tell that the
-// kernel already holds exactly this state and leave it alone.
+// fingerprint names a masquerade state; it goes in the rule's comment, so Apply (in this or a new Manager) can
+// tell that the kernel already holds exactly this state and leave it alone.
 func fingerprint(podCIDR netip.Prefix, keep []netip.Prefix) string {
 	h := sha256.New()
 	fmt.Fprintln(h, masqRule(podCIDR))

@@ -102,6 +102,15 @@ func testDatapath(t *testing.T, mode Mode) {
 	})
 	mustPing(t, n1.pod.ns, n2.pod.ip)
 
+	// Someone flushes our chain: the next Apply puts the masquerade back.
+	run(t, "ip", "netns", "exec", n1.ns, "nft", "flush", "chain", "ip", NATTable, "postrouting")
+	if ch := apply(t, m1, n1.node(), l.nodeSet()); !ch.Masquerade {
+		t.Errorf("Apply after an external flush: %+v, want the masquerade re-applied", ch)
+	}
+	if src := tcpSource(t, n1.pod.ns, l.outside, outside); src != n1.ip {
+		t.Errorf("after repair, pod → outside arrived from %s, want %s", src, n1.ip)
+	}
+
 	// n2 leaves: its routes (and overlay entries) go, and so does the traffic.
 	ch := apply(t, m1, n1.node(), []Node{n1.node()})
 	if ch.RoutesDeleted != 1 {
