@@ -370,17 +370,17 @@ func TestGCAndStatus(t *testing.T) {
 }
 
 func TestExhaustion(t *testing.T) {
-	n := newNode(t, "10.50.0.0/29", 30) // 8 addresses, the network address never used: 7 pods
+	n := newNode(t, "10.50.0.0/29", 30) // 2 blocks of 4, each block's first address reserved: 6 pods
 	list := n.conflist("1.1.0", "")
 	pod := newNetns(t, "p")
-	for i := range 7 {
+	for i := range 6 {
 		addOK(t, n, list, rt(fmt.Sprint("x", i), pod.Path(), fmt.Sprint("e", i)))
 	}
 	before := n.snapshot()
-	_, err := n.cni.AddNetworkList(withTimeout(t), list, rt("x7", pod.Path(), "e7"))
+	_, err := n.cni.AddNetworkList(withTimeout(t), list, rt("x6", pod.Path(), "e6"))
 	code, _ := cniCode(err)
 	if code != ErrCodeExhausted || !strings.Contains(err.Error(), "pod CIDR 10.50.0.0/29 is exhausted") {
-		t.Fatalf("8th ADD = %v (code %d), want code %d naming the exhausted pod CIDR", err, code, ErrCodeExhausted)
+		t.Fatalf("7th ADD = %v (code %d), want code %d naming the exhausted pod CIDR", err, code, ErrCodeExhausted)
 	}
 	if after := n.snapshot(); !slices.Equal(before.links, after.links) || !slices.Equal(before.ips, after.ips) {
 		t.Errorf("failed ADD changed the node: %v -> %v", before, after)
@@ -388,7 +388,7 @@ func TestExhaustion(t *testing.T) {
 	if err := n.cni.DelNetworkList(withTimeout(t), list, rt("x3", pod.Path(), "e3")); err != nil {
 		t.Fatal(err)
 	}
-	addOK(t, n, list, rt("x7", pod.Path(), "e7"))
+	addOK(t, n, list, rt("x6", pod.Path(), "e6"))
 }
 
 // TestTraffic sends real ICMP and TCP from pods through their veths: to the node and between two pods.

@@ -252,10 +252,13 @@ func (a *Allocator) usable(blocks []netip.Prefix) []netip.Prefix {
 }
 
 // pick finds a free address, next-fit after the last allocated one, wrapping once.
+// The first address of every block is never a pod's: it is the node's tunnel (VTEP)
+// address in VXLAN mode (see routing.VTEPAddr), and for the first block the pod CIDR's
+// network address.
 func (a *Allocator) pick(blocks []netip.Prefix) (netip.Addr, bool) {
-	free := func(x netip.Addr) bool {
+	free := func(b netip.Prefix, x netip.Addr) bool {
 		_, used := a.byAddr[x]
-		return !used && x != a.cfg.PodCIDR.Addr()
+		return !used && x != b.Addr()
 	}
 	for _, wrapped := range []bool{false, true} {
 		for _, b := range blocks {
@@ -263,7 +266,7 @@ func (a *Allocator) pick(blocks []netip.Prefix) (netip.Addr, bool) {
 				if !wrapped && !a.last.Less(x) {
 					continue
 				}
-				if free(x) {
+				if free(b, x) {
 					return x, true
 				}
 			}
