@@ -45,7 +45,8 @@ type Config struct {
 	NodeName string
 	// NodeUID is the Node object's UID, used in the blocks' ownerReference. When empty, New reads it with Nodes.
 	NodeUID types.UID
-	// Nodes looks the Node up when NodeUID is empty.
+	// Nodes, when set, reads the Node's UID again before every Claim, so that a Node deleted and registered
+	// again (new UID) gets blocks the garbage collector leaves alone. Required when NodeUID is empty.
 	Nodes NodeGetter
 	// PodCIDR is the cluster's pod CIDR and BlockBits the prefix length of its blocks (ComputeNetwork
 	// spec.podCIDR and spec.podBlockSize).
@@ -57,14 +58,15 @@ type Config struct {
 // Source is the BlockSource of one node. Call Run to fill its cache; Blocks, Claim and Release wait until the
 // cache has synced (or their context ends). Safe for concurrent use.
 type Source struct {
-	client  *v1.Client
-	node    string
-	nodeUID types.UID
-	blocks  ipam.Blocking
-	log     *slog.Logger
-	inf     cache.SharedIndexInformer
+	client *v1.Client
+	node   string
+	nodes  NodeGetter // nil: nodeUID never changes
+	blocks ipam.Blocking
+	log    *slog.Logger
+	inf    cache.SharedIndexInformer
 
 	mu       sync.Mutex
+	nodeUID  types.UID        // of the Node object blocks are claimed for
 	changed  chan struct{}    // closed and replaced on every cache change
 	inflight map[int]struct{} // block indexes a Claim of this Source is creating right now
 	started  bool
@@ -101,7 +103,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 		log = slog.Default()
 	}
 	s := &Source{
-		client: cfg.Client, node: cfg.NodeName, nodeUID: uid, blocks: b,
+		client: cfg.Client, node: cfg.NodeName, nodes: cfg.Nodes, nodeUID: uid, blocks: b,
 		log:      log.With("component", "kubeblocks", "node", cfg.NodeName),
 		changed:  make(chan struct{}),
 		inflight: map[int]struct{}{},
@@ -129,16 +131,31 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	return s, nil
 }
 
-// strip keeps what Blocks, Claim and Release read: identity, version, CIDR and node.
+// strip keeps what Blocks, Claim and Release read: identity, version, CIDR, node and the Node owner's UID.
 func strip(obj any) (any, error) {
 	blk, ok := obj.(*v1.IPAMBlock)
 	if !ok {
 		return obj, nil
 	}
-	return &v1.IPAMBlock{
+	out := &v1.IPAMBlock{
 		ObjectMeta: metav1.ObjectMeta{Name: blk.Name, UID: blk.UID, ResourceVersion: blk.ResourceVersion},
 		Spec:       blk.Spec,
-	}, nil
+	}
+	for _, o := range blk.OwnerReferences {
+		if o.Kind == "Node" && o.APIVersion == "v1" {
+			out.OwnerReferences = []metav1.OwnerReference{{APIVersion: o.APIVersion, Kind: o.Kind, Name: o.Name, UID: o.UID}}
+			break
+		}
+	}
+	return out, nil
+}
+
+// nodeOwner is the UID of the Node a cached block points at, or "".
+func nodeOwner(blk *v1.IPAMBlock) types.UID {
+	if len(blk.OwnerReferences) == 0 {
+		return ""
+	}
+	return blk.OwnerReferences[0].UID
 }
 
 func (s *Source) notify() {
@@ -204,11 +221,16 @@ func (s *Source) cached(name string) (*v1.IPAMBlock, bool) {
 	return blk, ok
 }
 
-// Blocks returns the blocks of the pod CIDR this node owns, in address order, from the cache.
+// Blocks returns the blocks of the pod CIDR this node owns, in address order, from the cache. Blocks that name
+// this node but belong to an earlier incarnation of its Node object (another owner UID) are left out: the
+// garbage collector is about to delete them.
 func (s *Source) Blocks(ctx context.Context) ([]netip.Prefix, error) {
 	if err := s.waitSynced(ctx); err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	uid := s.nodeUID
+	s.mu.Unlock()
 	objs, err := s.inf.GetIndexer().ByIndex(byNode, s.node)
 	if err != nil {
 		return nil, fmt.Errorf("kubeblocks: node %s: %w", s.node, err)
@@ -216,6 +238,9 @@ func (s *Source) Blocks(ctx context.Context) ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(objs))
 	for _, o := range objs {
 		blk := o.(*v1.IPAMBlock)
+		if owner := nodeOwner(blk); owner != "" && owner != uid {
+			continue
+		}
 		p, err := netip.ParsePrefix(blk.Spec.CIDR)
 		if err != nil || !s.blocks.IsBlock(p) {
 			s.log.Warn("ignoring a block that is not one of the pod CIDR's", "block", blk.Name, "cidr", blk.Spec.CIDR,
@@ -268,6 +293,10 @@ func (s *Source) Claim(ctx context.Context) (netip.Prefix, error) {
 	if err := s.waitSynced(ctx); err != nil {
 		return netip.Prefix{}, err
 	}
+	uid, err := s.refreshNodeUID(ctx)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
 	lost := map[int]struct{}{} // blocks found taken by this call that the cache does not show yet
 	for {
 		taken := s.taken()
@@ -298,7 +327,7 @@ func (s *Source) Claim(ctx context.Context) (netip.Prefix, error) {
 		}
 		s.inflight[i] = struct{}{}
 		s.mu.Unlock()
-		created, err := s.create(ctx, name, p)
+		created, err := s.create(ctx, name, p, uid)
 		s.mu.Lock()
 		delete(s.inflight, i)
 		s.mu.Unlock()
@@ -319,12 +348,33 @@ func (s *Source) Claim(ctx context.Context) (netip.Prefix, error) {
 	}
 }
 
-func (s *Source) create(ctx context.Context, name string, p netip.Prefix) (*v1.IPAMBlock, error) {
+// refreshNodeUID reads the Node's UID again when it can; a Node registered again has a new one.
+func (s *Source) refreshNodeUID(ctx context.Context) (types.UID, error) {
+	s.mu.Lock()
+	uid := s.nodeUID
+	s.mu.Unlock()
+	if s.nodes == nil {
+		return uid, nil
+	}
+	n, err := s.nodes.Get(ctx, s.node, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("kubeblocks: node %s: look up the Node before claiming: %w", s.node, err)
+	}
+	if n.UID != uid {
+		s.log.Info("Node object was registered again; new blocks point at the new one", "oldUID", uid, "uid", n.UID)
+		s.mu.Lock()
+		s.nodeUID = n.UID
+		s.mu.Unlock()
+	}
+	return n.UID, nil
+}
+
+func (s *Source) create(ctx context.Context, name string, p netip.Prefix, nodeUID types.UID) (*v1.IPAMBlock, error) {
 	blk := &v1.IPAMBlock{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name,
 			// No blockOwnerDeletion: that needs update rights on Node finalizers, and nothing has to wait.
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: s.node, UID: s.nodeUID}},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: s.node, UID: nodeUID}},
 		},
 		Spec: v1.IPAMBlockSpec{CIDR: p.String(), Node: s.node},
 	}

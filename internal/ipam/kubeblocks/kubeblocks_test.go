@@ -57,6 +57,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("Release", c.testRelease)
 	t.Run("AllocatorOnTop", c.testAllocator)
 	t.Run("BadConfig", c.testBadConfig)
+	t.Run("NodeRegisteredAgain", c.testNodeRegisteredAgain)
 	// Last: it deletes Nodes and runs a kube-controller-manager.
 	t.Run("NodeDeletionFreesBlocks", c.testGarbageCollection)
 }
@@ -253,7 +254,8 @@ func (c *cluster) testBlocksAreTheNodesOwn(t *testing.T) {
 	}
 
 	// A block created for this node by someone else (a previous run of the agent) shows up too.
-	if _, err := c.client.IPAMBlocks().Create(ctx, &v1.IPAMBlock{ObjectMeta: metav1.ObjectMeta{Name: "10-2-0-48-28"},
+	if _, err := c.client.IPAMBlocks().Create(ctx, &v1.IPAMBlock{ObjectMeta: metav1.ObjectMeta{Name: "10-2-0-48-28",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: mine.Name, UID: mine.UID}}},
 		Spec: v1.IPAMBlockSpec{CIDR: "10.2.0.48/28", Node: mine.Name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -272,8 +274,11 @@ func (c *cluster) testBlocksAreTheNodesOwn(t *testing.T) {
 		if b.Name == "" || b.UID == "" || b.ResourceVersion == "" || b.Spec.CIDR == "" || b.Spec.Node == "" {
 			t.Errorf("cached block lost a field it needs: %+v", b)
 		}
-		if b.OwnerReferences != nil || b.ManagedFields != nil || !b.CreationTimestamp.IsZero() || b.Generation != 0 {
+		if b.ManagedFields != nil || !b.CreationTimestamp.IsZero() || b.Generation != 0 {
 			t.Errorf("cached block %s keeps fields it does not need: %+v", b.Name, b.ObjectMeta)
+		}
+		if b.Spec.Node == mine.Name && (len(b.OwnerReferences) != 1 || b.OwnerReferences[0].UID != mine.UID) {
+			t.Errorf("cached block %s lost its Node owner: %+v", b.Name, b.OwnerReferences)
 		}
 	}
 
@@ -420,6 +425,43 @@ func (c *cluster) testBadConfig(t *testing.T) {
 		if _, err := New(ctx, cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: New() error %v, want one containing %q", tc.what, err, tc.want)
 		}
+	}
+}
+
+// A Node deleted and registered again under the same name has a new UID. Blocks pointing at the old one are
+// the garbage collector's to delete, so they no longer count as the node's, and new claims point at the new UID.
+func (c *cluster) testNodeRegisteredAgain(t *testing.T) {
+	const cidr, bits = "10.7.0.0/26", 28
+	ctx := ctxTimeout(t, 30*time.Second)
+	old := c.node(t, "again-k")
+	s := c.source(t, old, cidr, bits, true)
+	first, err := s.Claim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.env.Client.CoreV1().Nodes().Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	renewed := c.node(t, old.Name)
+	if renewed.UID == old.UID {
+		t.Fatal("re-created Node kept its UID")
+	}
+	second, err := s.Claim(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second == first {
+		t.Fatalf("claimed %s again while its object still exists", first)
+	}
+	obj, err := c.client.IPAMBlocks().Get(ctx, mustName(t, second), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(obj.OwnerReferences) != 1 || obj.OwnerReferences[0].UID != renewed.UID {
+		t.Errorf("new block's owner %+v, want the re-registered Node %s", obj.OwnerReferences, renewed.UID)
+	}
+	if got, err := s.Blocks(ctx); err != nil || !slices.Equal(got, []netip.Prefix{second}) {
+		t.Errorf("Blocks() = %v, %v; want only %s (%s belongs to the deleted Node)", got, err, second, first)
 	}
 }
 
