@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X edgenet.io/edgenet/internal/version.Version=$(VERSION)
 TESTFLAGS ?=
 UP_FLAGS ?=
 
-.PHONY: all build deps kube up down status test unit e2e lint clean
+.PHONY: all build deps kube up down status test unit e2e lint clean generate verify
 all: build
 
 deps:
@@ -33,7 +33,14 @@ down: build
 status: build
 	bin/edgenet status
 
-lint:
+# CRDs and deepcopy functions from api/v1alpha1 (controller-gen from the Go module proxy).
+generate:
+	hack/generate.sh
+
+verify:
+	hack/generate.sh --verify
+
+lint: verify
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 

@@ -23,7 +23,7 @@ case "${1:-}" in
 	rm -f api/v1alpha1/zz_generated.deepcopy.go
 	generate api/v1alpha1 "$tmp"
 	mkdir -p deploy/crds
-	rm -f deploy/crds/*.yaml
+	rm -f deploy/crds/edgenet.io_*.yaml
 	cp "$tmp"/*.yaml deploy/crds/
 	;;
 --verify)
@@ -32,7 +32,7 @@ case "${1:-}" in
 	generate "$tmp/obj" "$tmp/crds"
 	rc=0
 	diff -u api/v1alpha1/zz_generated.deepcopy.go "$tmp/obj/zz_generated.deepcopy.go" || rc=1
-	diff -ru deploy/crds "$tmp/crds" || rc=1
+	diff -ru -x kustomization.yaml deploy/crds "$tmp/crds" || rc=1
 	if [ "$rc" != 0 ]; then
 		echo "generate: generated files are out of date: run hack/generate.sh" >&2
 		exit 1

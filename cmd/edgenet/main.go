@@ -20,10 +20,14 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
+	"edgenet.io/edgenet/api/v1alpha1"
 	"edgenet.io/edgenet/internal/agent"
 	"edgenet.io/edgenet/internal/appliance"
+	"edgenet.io/edgenet/internal/cni"
 	"edgenet.io/edgenet/internal/computenet"
 	"edgenet.io/edgenet/internal/dns"
+	"edgenet.io/edgenet/internal/proxy"
+	"edgenet.io/edgenet/internal/routing"
 	"edgenet.io/edgenet/internal/version"
 )
 
@@ -41,6 +45,15 @@ Run 'edgenet <command> -h' for a command's flags.
 `
 
 func main() {
+	// Called by a container runtime as a CNI plugin.
+	switch filepath.Base(os.Args[0]) {
+	case "edgenet-cni":
+		cni.Main()
+		return
+	case "loopback":
+		cni.LoopbackMain()
+		return
+	}
 	if err := run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "edgenet:", err)
 		os.Exit(1)
@@ -132,18 +145,41 @@ func applianceCmd(ctx context.Context, cmd string, args []string) error {
 }
 
 func agentCmd(ctx context.Context, args []string) error {
+	d := computenet.Defaults()
 	fs := flag.NewFlagSet("edgenet agent", flag.ContinueOnError)
 	cfg := agent.Config{NodeName: os.Getenv("NODE_NAME")}
 	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "this node's name (default $NODE_NAME)")
 	fs.StringVar(&cfg.HealthAddr, "health-addr", ":9440", "address of /healthz and /readyz")
+	fs.StringVar(&cfg.PodNet.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "where the container runtime looks for CNI plugins")
+	fs.StringVar(&cfg.PodNet.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "where the container runtime looks for CNI confs")
+	fs.StringVar(&cfg.PodNet.StateDir, "state-dir", "/var/lib/edgenet-agent", "the node's durable state (pod IP allocations)")
+	fs.IntVar(&cfg.PodNet.MTU, "mtu", 0, "pod interface MTU (default: the site interface's, less the VXLAN overhead when tunnelling)")
+	podCIDR := fs.String("pod-cidr", envOr("EDGENET_POD_CIDR", d.PodCIDR.String()), "the cluster's pod CIDR")
+	blockSize := fs.String("pod-block-size", envOr("EDGENET_POD_BLOCK_SIZE", fmt.Sprint(d.BlockSize)), "prefix length of per-node pod IP blocks")
+	mode := fs.String("pod-routing", envOr("EDGENET_POD_ROUTING", "auto"), "direct (one L2 segment), vxlan, or auto (direct where possible)")
+	balancing := fs.String("proxy-balancing", envOr("EDGENET_PROXY_BALANCING", string(proxy.BalanceCascade)), "nftables balancing form: cascade or vmap")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	var err error
+	if cfg.PodNet.PodCIDR, err = netip.ParsePrefix(*podCIDR); err != nil {
+		return fmt.Errorf("--pod-cidr: %w", err)
+	}
+	if _, err := fmt.Sscan(*blockSize, &cfg.BlockBits); err != nil {
+		return fmt.Errorf("--pod-block-size %q: %w", *blockSize, err)
+	}
+	if cfg.Routing, err = routing.ParseMode(*mode); err != nil {
+		return fmt.Errorf("--pod-routing: %w", err)
+	}
+	cfg.Balancing = proxy.Balancing(*balancing)
 	rc, err := rest.InClusterConfig()
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	if cfg.Client, err = kubernetes.NewForConfig(rc); err != nil {
+		return err
+	}
+	if cfg.Edgenet, err = v1alpha1.NewForConfig(rc); err != nil {
 		return err
 	}
 	cfg.Log = newLogger("agent")

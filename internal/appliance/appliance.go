@@ -129,7 +129,11 @@ func Up(ctx context.Context, cfg Config) (err error) {
 		if err := os.MkdirAll(imgDir, 0o755); err != nil {
 			return err
 		}
-		for _, spec := range appImages(cfg.BinDir) {
+		specs, err := appImages(cfg.BinDir)
+		if err != nil {
+			return err
+		}
+		for _, spec := range specs {
 			if err := writeImage(spec, filepath.Join(imgDir, imageFile(spec.ref))); err != nil {
 				return err
 			}
@@ -248,6 +252,20 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	}
 	if err := st.waitFor(ctx, "edgenet agent running on every node", func() (bool, error) {
 		return agentsReady(ctx, client, len(st.Nodes))
+	}); err != nil {
+		return err
+	}
+	if err := st.waitFor(ctx, "every node Ready (pod network up)", func() (bool, error) {
+		nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, n := range nodes.Items {
+			if !nodeReady(&n) {
+				return false, nil
+			}
+		}
+		return len(nodes.Items) == len(st.Nodes), nil
 	}); err != nil {
 		return err
 	}
@@ -502,6 +520,22 @@ func agentsReady(ctx context.Context, c kubernetes.Interface, nodes int) (bool, 
 	}
 	ready := 0
 	for _, p := range pods.Items {
+		// A crashing agent will not get better by waiting: say why at once.
+		for _, cs := range p.Status.ContainerStatuses {
+			if w := cs.State.Waiting; w != nil && time.Since(p.CreationTimestamp.Time) > 30*time.Second {
+				switch w.Reason {
+				case "CreateContainerError", "CreateContainerConfigError", "ErrImageNeverPull", "ImagePullBackOff", "InvalidImageName":
+					return false, fmt.Errorf("agent %s on %s: %s: %s", p.Name, p.Spec.NodeName, w.Reason, w.Message)
+				}
+			}
+			if cs.RestartCount >= 3 {
+				why := ""
+				if t := cs.LastTerminationState.Terminated; t != nil {
+					why = fmt.Sprintf(": exit %d %s %s", t.ExitCode, t.Reason, strings.TrimSpace(t.Message))
+				}
+				return false, fmt.Errorf("agent %s on %s restarted %d times%s", p.Name, p.Spec.NodeName, cs.RestartCount, why)
+			}
+		}
 		for _, cond := range p.Status.Conditions {
 			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
 				ready++
@@ -509,6 +543,15 @@ func agentsReady(ctx context.Context, c kubernetes.Interface, nodes int) (bool, 
 		}
 	}
 	return ready == nodes, nil
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // waitFor is waitFor that also fails as soon as a component up started has exited.

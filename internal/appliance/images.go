@@ -7,8 +7,10 @@ import (
 	"io"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -25,19 +27,49 @@ type imageSpec struct {
 	entrypoint []string
 }
 
-// appImages are the images up builds from the binaries beside the edgenet binary.
-func appImages(binDir string) []imageSpec {
+// appImages are the images up builds from the binaries beside the edgenet binary. The
+// edgenet image also carries Debian's nft, which the service proxy and masquerade
+// drive (knftables), with the shared libraries it links.
+func appImages(binDir string) ([]imageSpec, error) {
+	files := map[string]string{"edgenet": filepath.Join(binDir, "edgenet")}
+	if err := addWithLibs(files, "/usr/sbin/nft"); err != nil {
+		return nil, err
+	}
 	return []imageSpec{
 		{
 			ref:   edgenetImage,
-			files: map[string]string{"edgenet": filepath.Join(binDir, "edgenet")},
+			files: files,
 			// The CNI plugin is the same binary called by another name.
 			links:      map[string]string{"edgenet-cni": "edgenet"},
 			entrypoint: []string{"/edgenet"},
 		},
 		{ref: testappImage, files: map[string]string{"testapp": filepath.Join(binDir, "testapp")}, entrypoint: []string{"/testapp"}},
 		{ref: pauseImage, files: map[string]string{"pause": filepath.Join(binDir, "pause")}, entrypoint: []string{"/pause"}},
+	}, nil
+}
+
+// addWithLibs adds the host binary bin and every shared library ldd resolves for it,
+// at their host paths.
+func addWithLibs(files map[string]string, bin string) error {
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		return fmt.Errorf("ldd %s: %w", bin, err)
 	}
+	files[strings.TrimPrefix(bin, "/")] = bin
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		var lib string
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			lib = f[2]
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			lib = f[0] // the dynamic loader
+		default:
+			continue
+		}
+		files[strings.TrimPrefix(lib, "/")] = lib
+	}
+	return nil
 }
 
 // writeImage writes spec as an image tarball (docker archive layout, which containerd
@@ -88,7 +120,7 @@ func writeImage(spec imageSpec, out string) error {
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config = v1.Config{Entrypoint: spec.entrypoint, Env: []string{"PATH=/"}}
+	cf.Config = v1.Config{Entrypoint: spec.entrypoint, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin:/"}}
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return err
 	}

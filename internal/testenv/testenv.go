@@ -30,7 +30,21 @@ type Env struct {
 	// KubeBin is the directory of the Kubernetes binaries (kubectl among them).
 	KubeBin string
 	dir     string
-	procs   []*exec.Cmd
+	procs   []*proc
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // KubeBin finds the directory of the pinned Kubernetes binaries.
@@ -134,8 +148,8 @@ func (e *Env) start() error {
 			return nil
 		}
 		for _, p := range e.procs {
-			if p.ProcessState != nil {
-				return fmt.Errorf("%s exited: see %s", p.Path, filepath.Join(e.dir, filepath.Base(p.Path)+".log"))
+			if p.exited() {
+				return fmt.Errorf("%s exited: see the logs in %s", p.cmd.Path, e.dir)
 			}
 		}
 		select {
@@ -158,8 +172,9 @@ func (e *Env) run(name string, argv ...string) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	e.procs = append(e.procs, cmd)
-	go cmd.Wait()
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	e.procs = append(e.procs, p)
+	go func() { cmd.Wait(); close(p.done) }()
 	return nil
 }
 
@@ -169,19 +184,15 @@ func (e *Env) StopAPIServer() { e.stop() }
 
 func (e *Env) stop() {
 	for i := len(e.procs) - 1; i >= 0; i-- {
-		p := e.procs[i]
-		if p.Process != nil {
-			p.Process.Signal(syscall.SIGTERM)
-		}
+		e.procs[i].cmd.Process.Signal(syscall.SIGTERM)
 	}
 	for i := len(e.procs) - 1; i >= 0; i-- {
 		p := e.procs[i]
-		deadline := time.Now().Add(5 * time.Second)
-		for p.ProcessState == nil && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if p.ProcessState == nil {
-			p.Process.Kill()
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
 		}
 	}
 	e.procs = nil

@@ -447,3 +447,22 @@ func (s *Source) Release(ctx context.Context, p netip.Prefix) error {
 }
 
 var _ ipam.BlockSource = (*Source)(nil)
+
+// NodeBlocks returns every node's blocks from the cache (routing needs them all).
+func (s *Source) NodeBlocks() map[string][]netip.Prefix {
+	out := map[string][]netip.Prefix{}
+	for _, o := range s.inf.GetStore().List() {
+		blk := o.(*v1.IPAMBlock)
+		if p, err := netip.ParsePrefix(blk.Spec.CIDR); err == nil && s.blocks.IsBlock(p) {
+			out[blk.Spec.Node] = append(out[blk.Spec.Node], p)
+		}
+	}
+	return out
+}
+
+// Changed is closed at the next change of the cache.
+func (s *Source) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
