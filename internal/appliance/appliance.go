@@ -98,7 +98,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	st := &state{Settings: s, Sysctls: map[string]string{}, Started: start}
+	st := &state{Settings: s, Sysctls: map[string]string{}, Started: start, PodNetnsBefore: podNetns()}
 	for _, k := range kubeletSysctls {
 		if v, err := readSysctl(k); err == nil {
 			st.Sysctls[k] = v

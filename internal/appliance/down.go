@@ -45,6 +45,11 @@ func Down(ctx context.Context, cfg Config) error {
 		errs = append(errs, err)
 	}
 	if st != nil {
+		if err := deletePodNetns(st.PodNetnsBefore); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if st != nil {
 		for k, v := range st.Sysctls {
 			if cur, err := readSysctl(k); err == nil && cur != v {
 				if err := writeSysctl(k, v); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -217,6 +218,31 @@ func ourNetns() []string {
 		}
 	}
 	return out
+}
+
+// podNetns lists the namespaces a CRI runtime made for pods (cni-*).
+func podNetns() []string {
+	ents, _ := os.ReadDir(netnsDir)
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "cni-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// deletePodNetns deletes the pod namespaces that were not there before up.
+func deletePodNetns(before []string) error {
+	var errs []error
+	for _, ns := range podNetns() {
+		if !slices.Contains(before, ns) {
+			if err := run("ip", "netns", "delete", ns); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ourLinks lists the appliance's links in the root namespace.

@@ -20,6 +20,9 @@ type state struct {
 	Procs    []proc              `json:"procs"`
 	// Sysctls holds the original values of host-wide sysctls the kubelets change.
 	Sysctls map[string]string `json:"sysctls"`
+	// PodNetnsBefore lists the runtime's pod namespaces (/run/netns/cni-*) that existed
+	// before up: down deletes the others, which the nodes' containerd made.
+	PodNetnsBefore []string `json:"podNetnsBefore"`
 	// Created lists host paths outside the state and run dirs that up created.
 	Created []string  `json:"created,omitempty"`
 	Ready   bool      `json:"ready"`
