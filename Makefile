@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X edgenet.io/edgenet/internal/version.Version=$(VERSION)
 TESTFLAGS ?=
 UP_FLAGS ?=
 
-.PHONY: all build deps kube up down status test unit e2e lint clean generate verify
+.PHONY: all build deps kube up down status test unit e2e lint clean generate verify bench
 all: build
 
 deps:
@@ -53,6 +53,24 @@ e2e: deps kube build
 	EDGENET_BIN=$(CURDIR)/bin $(GO) test -count=1 -timeout 30m -v $(TESTFLAGS) ./test/e2e
 
 test: lint unit e2e
+
+# Benchmarks: Go benchmarks of the hot paths, and side-by-side runs against the peers
+# on this machine, into bench/results/RESULTS.md (one run; quote ratios from one file).
+RESULTS := bench/results/RESULTS.md
+bench: deps kube build
+	@hack/install-deps.sh bench
+	mkdir -p bench/results
+	@printf '# edgenet benchmark results\n\nMachine: %s, %s cores. Made by `make bench` at %s.\n' \
+		"$$(uname -r)" "$$(nproc)" "$$(date -u +%FT%TZ)" > $(RESULTS)
+	$(GO) run ./bench/cnibench -edgenet bin/edgenet -n 200 -out $(RESULTS)
+	bin/edgenet up
+	$(GO) run ./bench/podsbench -n 100 -out $(RESULTS) || { bin/edgenet down; exit 1; }
+	bin/edgenet down
+	@printf '\n### Go benchmarks\n\n```\n' >> $(RESULTS)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2x ./internal/proxy/ | grep -E '^(Benchmark|ok)' >> $(RESULTS)
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/dns/... ./internal/lb/... ./internal/routing/ ./internal/ipam/... | grep -E '^(Benchmark|ok)' >> $(RESULTS)
+	@printf '```\n' >> $(RESULTS)
+	@cat $(RESULTS)
 
 clean:
 	rm -rf bin

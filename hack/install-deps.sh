@@ -5,6 +5,10 @@ pkgs=(
 	etcd-server containerd runc nftables iproute2 conntrack util-linux procps
 	ca-certificates
 )
+# `install-deps.sh bench`: what the side-by-side benchmarks run against.
+if [ "${1:-}" = bench ]; then
+	pkgs=(containernetworking-plugins dnsperf)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -63,9 +63,9 @@ func (r *router) run(ctx context.Context) error {
 	}
 	t := time.NewTicker(routeResync)
 	defer t.Stop()
+	changed := r.blocks.Changed()
 	signal()
 	for {
-		changed := r.blocks.Changed()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -75,7 +75,11 @@ func (r *router) run(ctx context.Context) error {
 		}
 		// Coalesce a burst of changes into one Apply.
 		time.Sleep(20 * time.Millisecond)
+		// Take the notification channel before reading the blocks, so that a change
+		// made while this Apply runs wakes the next one.
+		changed = r.blocks.Changed()
 		if !r.blocks.HasSynced() {
+			time.AfterFunc(100*time.Millisecond, signal)
 			continue
 		}
 		r.apply(ctx, inf.GetStore().List())

@@ -1,0 +1,233 @@
+// Command cnibench measures CNI ADD and DEL latency of edgenet-cni against the
+// reference bridge + host-local plugins (Debian's containernetworking-plugins), side by
+// side in one run, the way a container runtime calls them (libcni), in a node network
+// namespace of its own (edgenet-t-bench-*), with a real edgenet IPAM server.
+//
+//	cnibench -edgenet bin/edgenet -n 200 -out bench/results/cni.md
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"edgenet.io/edgenet/internal/ipam"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "cnibench:", err)
+		os.Exit(1)
+	}
+}
+
+// nsExec runs plugins from a thread inside the node's namespace, as containerd does
+// from the node's own namespace.
+type nsExec struct {
+	node ns.NetNS
+	*invoke.DefaultExec
+}
+
+func (e *nsExec) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	var out []byte
+	err := e.node.Do(func(ns.NetNS) error {
+		var err error
+		out, err = e.DefaultExec.ExecPlugin(ctx, path, stdin, environ)
+		return err
+	})
+	return out, err
+}
+
+type result struct {
+	name         string
+	add, del     []time.Duration
+	total        time.Duration
+	failures     int
+	firstFailure error
+}
+
+func run() error {
+	edgenet := flag.String("edgenet", "bin/edgenet", "the edgenet binary")
+	refDir := flag.String("ref-plugins", "/usr/lib/cni", "directory of the reference plugins")
+	n := flag.Int("n", 200, "pods per plugin")
+	out := flag.String("out", "", "append the results table to this file")
+	flag.Parse()
+
+	self, err := filepath.Abs(*edgenet)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "cnibench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "bin")
+	os.MkdirAll(bin, 0o755)
+	if err := os.Symlink(self, filepath.Join(bin, "edgenet-cni")); err != nil {
+		return err
+	}
+
+	node, cleanup, err := netnsNamed("edgenet-t-bench-node")
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	node.Do(func(ns.NetNS) error { return exec.Command("ip", "link", "set", "lo", "up").Run() })
+
+	// The edgenet agent's IPAM, listening on its abstract socket inside the node's namespace.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	podCIDR := netip.MustParsePrefix("10.98.0.0/16")
+	b, _ := ipam.NewBlocking(podCIDR, 26)
+	alloc, err := ipam.New(ipam.Config{Dir: filepath.Join(tmp, "ipam"), PodCIDR: podCIDR, Source: ipam.NewStaticBlocks(b, 0),
+		Logger: slog.New(slog.NewTextHandler(os_discard{}, nil))})
+	if err != nil {
+		return err
+	}
+	var l net.Listener
+	if err := node.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("unix", "@edgenet-ipam-bench")
+		return err
+	}); err != nil {
+		return err
+	}
+	go ipam.Serve(ctx, l, alloc, nil)
+
+	exe := &nsExec{node: node, DefaultExec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}}
+	cni := libcni.NewCNIConfigWithCacheDir([]string{bin, *refDir}, filepath.Join(tmp, "cache"), exe)
+
+	confs := []struct{ name, json string }{
+		{"edgenet-cni", `{"cniVersion":"1.0.0","name":"edgenet","plugins":[{"type":"edgenet-cni","ipamSocket":"@edgenet-ipam-bench"}]}`},
+		{"bridge+host-local", fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ref","plugins":[{"type":"bridge","bridge":"cnibench0","isGateway":true,
+			"ipam":{"type":"host-local","ranges":[[{"subnet":"10.97.0.0/16"}]],"dataDir":%q}}]}`, filepath.Join(tmp, "host-local"))},
+	}
+	var results []result
+	for _, c := range confs {
+		list, err := libcni.ConfListFromBytes([]byte(c.json))
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		r, err := measure(ctx, cni, list, c.name, *n)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	}
+	table := render(results, *n)
+	fmt.Print(table)
+	if *out != "" {
+		f, err := os.OpenFile(*out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		fmt.Fprint(f, table)
+	}
+	return nil
+}
+
+type os_discard struct{}
+
+func (os_discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func netnsNamed(name string) (ns.NetNS, func(), error) {
+	exec.Command("ip", "netns", "del", name).Run()
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return nil, nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
+	}
+	h, err := ns.GetNS("/run/netns/" + name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, func() { h.Close(); exec.Command("ip", "netns", "del", name).Run() }, nil
+}
+
+func measure(ctx context.Context, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, name string, n int) (result, error) {
+	r := result{name: name}
+	var pods []*libcni.RuntimeConf
+	var cleanups []func()
+	defer func() {
+		for _, c := range cleanups {
+			c()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		nsName := fmt.Sprintf("edgenet-t-bench-p%d", i)
+		_, cleanup, err := netnsNamed(nsName)
+		if err != nil {
+			return r, err
+		}
+		cleanups = append(cleanups, cleanup)
+		pods = append(pods, &libcni.RuntimeConf{ContainerID: fmt.Sprintf("bench%06d", i), NetNS: "/run/netns/" + nsName, IfName: "eth0",
+			Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", fmt.Sprint("p", i)}}})
+	}
+	runtime.GC()
+	start := time.Now()
+	for _, p := range pods {
+		t0 := time.Now()
+		if _, err := cni.AddNetworkList(ctx, list, p); err != nil {
+			r.failures++
+			r.firstFailure = errors.Join(r.firstFailure, err)
+			continue
+		}
+		r.add = append(r.add, time.Since(t0))
+	}
+	r.total = time.Since(start)
+	for _, p := range pods {
+		t0 := time.Now()
+		if err := cni.DelNetworkList(ctx, list, p); err != nil {
+			r.failures++
+			continue
+		}
+		r.del = append(r.del, time.Since(t0))
+	}
+	if r.failures > 0 {
+		return r, fmt.Errorf("%s: %d failures: %v", name, r.failures, r.firstFailure)
+	}
+	return r, nil
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+func render(rs []result, n int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n### CNI ADD/DEL, %d pods in sequence per plugin, one run (%s)\n\n", n, time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintln(&b, "| plugin | ADD p50 | ADD p99 | DEL p50 | DEL p99 | ADDs/s |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.0f |\n", r.name, ms(pct(r.add, .5)), ms(pct(r.add, .99)),
+			ms(pct(r.del, .5)), ms(pct(r.del, .99)), float64(len(r.add))/r.total.Seconds())
+	}
+	if len(rs) == 2 && pct(rs[1].add, .5) > 0 {
+		fmt.Fprintf(&b, "\nADD p50 ratio edgenet/reference: %.2f; p99 ratio: %.2f\n",
+			float64(pct(rs[0].add, .5))/float64(pct(rs[1].add, .5)), float64(pct(rs[0].add, .99))/float64(pct(rs[1].add, .99)))
+	}
+	return b.String()
+}
