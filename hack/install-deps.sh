@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(
 	etcd-server containerd runc nftables iproute2 conntrack util-linux procps
-	ca-certificates
+	ca-certificates dnsmasq-base
 )
 # `install-deps.sh bench`: what the side-by-side benchmarks run against.
 if [ "${1:-}" = bench ]; then

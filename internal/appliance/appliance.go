@@ -62,6 +62,13 @@ const kubeletSharedDir = "/var/lib/kubelet"
 // ClientNetns is the namespace of the site LAN's client (a laptop on the site network).
 const ClientNetns = "edgenet-client"
 
+// SiteDNSNetns holds the site's own DNS server (dnsmasq with a local zone, no
+// upstream): the cluster DNS forwards other names there, and nothing leaves the machine.
+const SiteDNSNetns = "edgenet-sitedns"
+
+// SiteDomain is the site DNS server's local zone.
+const SiteDomain = "site.example"
+
 // Up brings the appliance up. On a running appliance it reports so and changes nothing;
 // leftovers of a crashed run are cleared first; a failure midway rolls back.
 func Up(ctx context.Context, cfg Config) (err error) {
@@ -167,6 +174,9 @@ func Up(ctx context.Context, cfg Config) (err error) {
 		}
 		return err
 	}
+	if err := startProc("dnsmasq", "", st.SiteDNS.Netns, siteDNSArgs(st)); err != nil {
+		return err
+	}
 	if err := startProc("etcd", cp.Name, cp.Netns, etcdArgs(l)); err != nil {
 		return err
 	}
@@ -224,7 +234,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 		if _, err := makeCgroup(cgroupTop + "/" + n.Name); err != nil {
 			return err
 		}
-		conf, err := writeKubeletConfig(l, n.Name, n.IP, s.DNSServiceIP(), s.ClusterDomain)
+		conf, err := writeKubeletConfig(l, n.Name, n.IP, s.DNSServiceIP(), s.ClusterDomain, st.SiteDNS.IP)
 		if err != nil {
 			return err
 		}
@@ -247,7 +257,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	if err := bootstrapObjects(ctx, client, server, s); err != nil {
 		return err
 	}
-	if err := applyDeploy(ctx, l, bin); err != nil {
+	if err := applyDeploy(ctx, l, bin, s); err != nil {
 		return err
 	}
 	if err := st.waitFor(ctx, "edgenet agent running on every node", func() (bool, error) {
@@ -271,6 +281,12 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	}
 	st.Ready = true
 	if err := st.save(l.stateFile()); err != nil {
+		return err
+	}
+	if err := st.waitFor(ctx, "cluster DNS available", func() (bool, error) {
+		d, err := client.AppsV1().Deployments(SystemNamespace).Get(ctx, "edgenet-dns", metav1.GetOptions{})
+		return err == nil && d.Status.AvailableReplicas > 0 && d.Status.AvailableReplicas == d.Status.Replicas, nil
+	}); err != nil {
 		return err
 	}
 	step("ready")
@@ -321,11 +337,12 @@ func makeNetwork(s computenet.Settings, st *state) error {
 		name := NodeName(i)
 		st.Nodes = append(st.Nodes, host{Name: name, Netns: "edgenet-" + name, IP: ip, Link: linkPrefix + name})
 	}
-	cip, err := clientIP(s)
+	free, err := freeSiteIPs(s, 2)
 	if err != nil {
 		return err
 	}
-	st.Client = host{Name: "client", Netns: ClientNetns, IP: cip, Link: linkPrefix + "client"}
+	st.Client = host{Name: "client", Netns: ClientNetns, IP: free[0], Link: linkPrefix + "client"}
+	st.SiteDNS = host{Name: "sitedns", Netns: SiteDNSNetns, IP: free[1], Link: linkPrefix + "sitedns"}
 	if err := addBridge(netip.PrefixFrom(s.Gateway, bits)); err != nil {
 		return err
 	}
@@ -334,8 +351,10 @@ func makeNetwork(s computenet.Settings, st *state) error {
 			return err
 		}
 	}
-	if err := addHost(st.Client, bits, s.Gateway, false); err != nil {
-		return err
+	for _, h := range []host{st.Client, st.SiteDNS} {
+		if err := addHost(h, bits, s.Gateway, false); err != nil {
+			return err
+		}
 	}
 	var ext []netipx.IPRange
 	for _, r := range s.ExternalIPs {
@@ -349,11 +368,13 @@ func makeNetwork(s computenet.Settings, st *state) error {
 	return addGuardTable()
 }
 
-// clientIP picks the highest address of the site subnet that no range uses.
-func clientIP(s computenet.Settings) (netip.Addr, error) {
+// freeSiteIPs picks the n highest addresses of the site subnet that no range uses:
+// the site LAN's client, then its DNS server.
+func freeSiteIPs(s computenet.Settings, n int) ([]netip.Addr, error) {
+	var out []netip.Addr
 	last := netipx.PrefixLastIP(s.SiteSubnet)
-	for a := last.Prev(); a.IsValid() && s.SiteSubnet.Contains(a); a = a.Prev() {
-		if a == s.Gateway || s.NodeIPs.Contains(a) {
+	for a := last.Prev(); a.IsValid() && s.SiteSubnet.Contains(a) && len(out) < n; a = a.Prev() {
+		if a == s.Gateway || s.NodeIPs.Contains(a) || a == s.SiteSubnet.Addr() {
 			continue
 		}
 		used := false
@@ -361,10 +382,13 @@ func clientIP(s computenet.Settings) (netip.Addr, error) {
 			used = used || r.Contains(a)
 		}
 		if !used {
-			return a, nil
+			out = append(out, a)
 		}
 	}
-	return netip.Addr{}, errors.New("no free address in the site subnet for the client")
+	if len(out) < n {
+		return nil, fmt.Errorf("the site subnet %s has no %d free addresses for the site's client and DNS server", s.SiteSubnet, n)
+	}
+	return out, nil
 }
 
 func makePKI(l layout, s computenet.Settings, st *state, server string) error {
@@ -484,7 +508,7 @@ const ConfigConfigMap = "edgenet-config"
 
 // ConfigEnv renders settings as the variables of ConfigConfigMap.
 func ConfigEnv(s computenet.Settings) map[string]string {
-	return map[string]string{
+	env := map[string]string{
 		"EDGENET_POD_CIDR":       s.PodCIDR.String(),
 		"EDGENET_POD_BLOCK_SIZE": fmt.Sprint(s.BlockSize),
 		"EDGENET_SERVICE_CIDR":   s.ServiceCIDR.String(),
@@ -492,17 +516,42 @@ func ConfigEnv(s computenet.Settings) map[string]string {
 		"EDGENET_SITE_SUBNET":    s.SiteSubnet.String(),
 		"EDGENET_NODE_IPS":       s.NodeIPs.String(),
 	}
+	if len(s.UpstreamDNS) > 0 {
+		var ups []string
+		for _, a := range s.UpstreamDNS {
+			ups = append(ups, a.String())
+		}
+		env["EDGENET_UPSTREAM_DNS"] = strings.Join(ups, ",")
+	}
+	return env
 }
 
 // applyDeploy applies the embedded deploy/ kustomization with kubectl, exactly as an
 // admin of a real cluster would.
-func applyDeploy(ctx context.Context, l layout, kubeBin string) error {
+func applyDeploy(ctx context.Context, l layout, kubeBin string, s computenet.Settings) error {
 	dir, err := os.MkdirTemp("", "edgenet-deploy-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 	if err := os.CopyFS(dir, deploy.FS); err != nil {
+		return err
+	}
+	// The DNS service IP follows the service CIDR.
+	patch := fmt.Sprintf(`
+  - target: {kind: Service, name: edgenet-dns}
+    patch: |-
+      - op: replace
+        path: /spec/clusterIP
+        value: %s
+`, s.DNSServiceIP())
+	kpath := filepath.Join(dir, "appliance", "kustomization.yaml")
+	k, err := os.ReadFile(kpath)
+	if err != nil {
+		return err
+	}
+	k = []byte(strings.Replace(string(k), "patches:\n", "patches:"+patch, 1))
+	if err := os.WriteFile(kpath, k, 0o644); err != nil {
 		return err
 	}
 	// deploy/appliance is deploy/ with per-node host paths: the nodes share one filesystem.
@@ -596,5 +645,19 @@ func waitFor(ctx context.Context, what string, cond func() (bool, error)) error 
 			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 		case <-t.C:
 		}
+	}
+}
+
+// siteDNSArgs runs dnsmasq as the site's DNS server: authoritative for SiteDomain,
+// with no upstream at all.
+func siteDNSArgs(st *state) []string {
+	return []string{
+		"dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
+		"--pid-file=", "--log-facility=-", "--bind-interfaces", "--listen-address=" + st.SiteDNS.IP.String(),
+		"--local=/" + SiteDomain + "/", "--domain=" + SiteDomain,
+		"--host-record=gateway." + SiteDomain + "," + st.Settings.Gateway.String(),
+		"--host-record=dns." + SiteDomain + "," + st.SiteDNS.IP.String(),
+		"--host-record=laptop." + SiteDomain + "," + st.Client.IP.String(),
+		"--txt-record=motd." + SiteDomain + ",edgenet site DNS",
 	}
 }

@@ -61,8 +61,8 @@ func writeTemp(t *testing.T, s string) string {
 func TestClientIPAvoidsEveryRange(t *testing.T) {
 	s := computenet.Defaults()
 	s.ExternalIPs = []computenet.Range{{From: netip.MustParseAddr("192.168.50.250"), To: netip.MustParseAddr("192.168.50.254")}}
-	ip, err := clientIP(s)
-	if err != nil || ip != netip.MustParseAddr("192.168.50.249") {
-		t.Errorf("clientIP = %v, %v; want 192.168.50.249", ip, err)
+	ips, err := freeSiteIPs(s, 2)
+	if err != nil || ips[0] != netip.MustParseAddr("192.168.50.249") || ips[1] != netip.MustParseAddr("192.168.50.248") {
+		t.Errorf("freeSiteIPs = %v, %v; want 192.168.50.249, .248", ips, err)
 	}
 }

@@ -106,8 +106,9 @@ func Status(ctx context.Context, cfg Config, w io.Writer) error {
 	for _, r := range s.ExternalIPs {
 		ext = append(ext, r.String())
 	}
-	fmt.Fprintf(w, "external service IPs %s\npod CIDR %s, service CIDR %s, cluster domain %s\nclient (site LAN) %s in netns %s\n\n",
-		strings.Join(ext, ", "), s.PodCIDR, s.ServiceCIDR, s.ClusterDomain, st.Client.IP, st.Client.Netns)
+	fmt.Fprintf(w, "external service IPs %s\npod CIDR %s, service CIDR %s, cluster domain %s\nclient (site LAN) %s in netns %s; site DNS %s (zone %s) in netns %s\n\n",
+		strings.Join(ext, ", "), s.PodCIDR, s.ServiceCIDR, s.ClusterDomain, st.Client.IP, st.Client.Netns,
+		st.SiteDNS.IP, SiteDomain, st.SiteDNS.Netns)
 
 	ready := map[string]string{}
 	if c, err := adminClient(l); err == nil {

@@ -149,11 +149,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 // writeKubeletConfig renders the kubelet's configuration. The cgroup settings follow
 // what this machine needs (cgroup v1 via cgroupfs, a cgroupRoot per node); eviction
 // thresholds are low because the appliance shares the host's disk.
-func writeKubeletConfig(l layout, node string, ip netip.Addr, dnsIP netip.Addr, domain string) (string, error) {
+func writeKubeletConfig(l layout, node string, ip netip.Addr, dnsIP netip.Addr, domain string, siteDNS netip.Addr) (string, error) {
 	resolv := l.node(node, "resolv.conf")
-	// Pods get the cluster DNS from the kubelet; the host's own resolv.conf is not the
-	// site's, so the node gets an empty upstream list of its own.
-	if err := os.WriteFile(resolv, []byte("# edgenet appliance node: no upstream resolver\n"), 0o644); err != nil {
+	// The node's resolver is the site's DNS server (not the host's): pods with
+	// dnsPolicy Default, the cluster DNS among them, forward there.
+	if err := os.WriteFile(resolv, []byte("nameserver "+siteDNS.String()+"\n"), 0o644); err != nil {
 		return "", err
 	}
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1

@@ -17,6 +17,7 @@ type state struct {
 	Settings computenet.Settings `json:"settings"`
 	Nodes    []host              `json:"nodes"`
 	Client   host                `json:"client"`
+	SiteDNS  host                `json:"siteDNS"`
 	Procs    []proc              `json:"procs"`
 	// Sysctls holds the original values of host-wide sysctls the kubelets change.
 	Sysctls map[string]string `json:"sysctls"`
