@@ -402,13 +402,25 @@ func (c *controller) setPending(key string, pending bool, gen uint64) bool {
 	return c.gen != gen
 }
 
-// writeStatus replaces svc's status with st, conditional on the cached resourceVersion, and reports whether it
-// did. A conflict (the cache is behind; the update event that follows syncs again) or a Service gone is no
-// error.
+// writeStatus replaces svc's status.loadBalancer and status.conditions with st's. It sends a merge patch
+// rather than an update: the cached Service is stripped, and a Service status update takes labels and
+// annotations from the request. The patch carries the cached resourceVersion, so it applies only to the status
+// this sync saw. It reports whether it wrote; a conflict (the cache is behind; the update event that follows
+// syncs again) or a Service gone is no error.
 func (c *controller) writeStatus(ctx context.Context, svc *corev1.Service, st corev1.ServiceStatus) (bool, error) {
-	out := svc.DeepCopy()
-	out.Status = st
-	_, err := c.kube.CoreV1().Services(svc.Namespace).UpdateStatus(ctx, out, metav1.UpdateOptions{FieldManager: "edgenet-lb"})
+	type status struct {
+		LoadBalancer corev1.LoadBalancerStatus `json:"loadBalancer"`
+		Conditions   []metav1.Condition        `json:"conditions"`
+	}
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": svc.ResourceVersion},
+		"status":   status{LoadBalancer: st.LoadBalancer, Conditions: st.Conditions},
+	})
+	if err != nil {
+		return false, fmt.Errorf("lb controller: status patch of %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	_, err = c.kube.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch,
+		metav1.PatchOptions{FieldManager: "edgenet-lb"}, "status")
 	switch {
 	case err == nil:
 		return true, nil

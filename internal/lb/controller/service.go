@@ -227,7 +227,11 @@ func applyOutcome(svc *corev1.Service, o outcome) (corev1.ServiceStatus, bool, [
 	if ingressChanged {
 		st.LoadBalancer.Ingress = ingress(o.ips)
 	}
-	old := meta.FindStatusCondition(st.Conditions, ConditionIPAllocated)
+	var old *metav1.Condition
+	if c := meta.FindStatusCondition(st.Conditions, ConditionIPAllocated); c != nil {
+		cp := *c // SetStatusCondition below edits the condition in place
+		old = &cp
+	}
 	condChanged := old == nil || old.Status != o.cond.Status || old.Reason != o.cond.Reason ||
 		old.Message != o.cond.Message || old.ObservedGeneration != o.cond.ObservedGeneration
 	if condChanged {
