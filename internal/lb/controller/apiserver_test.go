@@ -546,12 +546,24 @@ func (h *harness) testRestart(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // let the last status writes settle
 	h.stop()
+	// While no controller runs, the Service holding the lowest of these addresses goes. A controller that did
+	// not replay the statuses before assigning would give that address to the first Service it syncs (the
+	// allocator picks the lowest free address), moving it; one that does gives it to the next new Service.
+	s0, err := h.kube.CoreV1().Services(ns).Get(context.Background(), "s0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	freed := ips(s0)[0]
+	if err := h.kube.CoreV1().Services(ns).Delete(context.Background(), "s0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	before := h.snapshot(t)
-	// Had the new controller not replayed the statuses first, it would hand out addresses others hold
-	// (the marker would get the default pool's lowest, 192.168.50.100) and rewrite statuses.
 	h.start()
 	h.create(t, lbService(ns, "marker"))
 	ip := h.waitIP(t, ns, "marker")
+	if ip != freed {
+		t.Errorf("marker got %s, want %s, the lowest free address", ip, freed)
+	}
 	time.Sleep(500 * time.Millisecond) // the new controller's sync of every old Service
 	after := h.snapshot(t)
 	delete(after, ns+"/marker")
