@@ -61,6 +61,12 @@ func (c *Client) ComputeNetworks() *ClusterResource[*ComputeNetwork, *ComputeNet
 		newObj: func() *ComputeNetwork { return new(ComputeNetwork) }, newList: func() *ComputeNetworkList { return new(ComputeNetworkList) }}
 }
 
+// AddressPools accesses the cluster-scoped AddressPool resource.
+func (c *Client) AddressPools() *ClusterResource[*AddressPool, *AddressPoolList] {
+	return &ClusterResource[*AddressPool, *AddressPoolList]{c: c, resource: ResourceAddressPools,
+		newObj: func() *AddressPool { return new(AddressPool) }, newList: func() *AddressPoolList { return new(AddressPoolList) }}
+}
+
 // Object is what a ClusterResource stores: one of this package's resource types.
 //
 // +kubebuilder:object:generate=false

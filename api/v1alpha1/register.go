@@ -29,6 +29,7 @@ func AddToScheme(s *runtime.Scheme) error {
 	s.AddKnownTypes(SchemeGroupVersion,
 		&IPAMBlock{}, &IPAMBlockList{},
 		&ComputeNetwork{}, &ComputeNetworkList{},
+		&AddressPool{}, &AddressPoolList{},
 	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil

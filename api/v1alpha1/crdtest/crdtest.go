@@ -38,7 +38,7 @@ func Load() ([]*apiextensionsv1.CustomResourceDefinition, error) {
 	if err != nil {
 		return nil, err
 	}
-	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(dir, "edgenet.io_*.yaml")) // not kustomization.yaml
 	if err != nil || len(files) == 0 {
 		return nil, fmt.Errorf("crdtest: no CRD manifests in %s (%v)", dir, err)
 	}
