@@ -18,6 +18,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"edgenet.io/edgenet/api/v1alpha1"
@@ -25,6 +26,8 @@ import (
 	"edgenet.io/edgenet/internal/appliance"
 	"edgenet.io/edgenet/internal/cni"
 	"edgenet.io/edgenet/internal/computenet"
+	"edgenet.io/edgenet/internal/controller"
+	lbcontroller "edgenet.io/edgenet/internal/lb/controller"
 	"edgenet.io/edgenet/internal/dns"
 	"edgenet.io/edgenet/internal/proxy"
 	"edgenet.io/edgenet/internal/routing"
@@ -39,6 +42,7 @@ commands:
   status   show the appliance's nodes, components and ranges
   agent    run the per-node agent (the DaemonSet)
   dns      run the cluster DNS server (the Deployment behind the DNS service IP)
+  controller  run the cluster-wide controllers (EndpointSlices, LoadBalancer IPs) under leader election
   version  print the version
 
 Run 'edgenet <command> -h' for a command's flags.
@@ -75,6 +79,8 @@ func run(args []string) error {
 		return agentCmd(ctx, rest)
 	case "dns":
 		return dnsCmd(ctx, rest)
+	case "controller":
+		return controllerCmd(ctx, rest)
 	case "version":
 		fmt.Printf("edgenet %s (Kubernetes %s)\n", version.Version, version.Kubernetes)
 		return nil
@@ -243,4 +249,35 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+func controllerCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("edgenet controller", flag.ContinueOnError)
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (default: in-cluster)")
+	ns := fs.String("namespace", envOr("POD_NAMESPACE", "edgenet-system"), "namespace of the leader Lease")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	en, err := v1alpha1.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	log := newLogger("controller")
+	return controller.Run(ctx, controller.Config{
+		Client: kube, Edgenet: en, Namespace: *ns, Log: log,
+		Parts: []controller.Part{
+			{Name: "loadbalancer", Run: func(ctx context.Context) error {
+				return lbcontroller.Run(ctx, lbcontroller.Config{Kube: kube, Client: en, Logger: log})
+			}},
+		},
+	})
 }

@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"edgenet.io/edgenet/api/v1alpha1"
 	"edgenet.io/edgenet/deploy"
 	"edgenet.io/edgenet/internal/computenet"
 	"edgenet.io/edgenet/internal/pki"
@@ -258,6 +259,11 @@ func Up(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	if err := applyDeploy(ctx, l, bin, s); err != nil {
+		return err
+	}
+	if err := st.waitFor(ctx, "the ComputeNetwork object", func() (bool, error) {
+		return createComputeNetwork(ctx, l, s) == nil, nil
+	}); err != nil {
 		return err
 	}
 	if err := st.waitFor(ctx, "edgenet agent running on every node", func() (bool, error) {
@@ -660,4 +666,35 @@ func siteDNSArgs(st *state) []string {
 		"--host-record=laptop." + SiteDomain + "," + st.Client.IP.String(),
 		"--txt-record=motd." + SiteDomain + ",edgenet site DNS",
 	}
+}
+
+// createComputeNetwork records the appliance's settings as the cluster's ComputeNetwork
+// "default" (the LoadBalancer controller's default pool comes from it). It fails until
+// the CRD is served.
+func createComputeNetwork(ctx context.Context, l layout, s computenet.Settings) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", l.kubeconfig("admin"))
+	if err != nil {
+		return err
+	}
+	c, err := v1alpha1.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	spec := v1alpha1.ComputeNetworkSpec{
+		Nodes: int32(s.Nodes), SiteSubnet: v1alpha1.CIDR(s.SiteSubnet.String()), Gateway: v1alpha1.IPAddress(s.Gateway.String()),
+		NodeIPRange: v1alpha1.IPRange(s.NodeIPs.String()), PodCIDR: v1alpha1.CIDR(s.PodCIDR.String()),
+		ServiceCIDR: v1alpha1.CIDR(s.ServiceCIDR.String()), PodBlockSize: int32(s.BlockSize), ClusterDomain: s.ClusterDomain,
+	}
+	for _, r := range s.ExternalIPs {
+		spec.ExternalServiceIPRanges = append(spec.ExternalServiceIPRanges, v1alpha1.IPRange(r.String()))
+	}
+	for _, a := range s.UpstreamDNS {
+		spec.UpstreamDNS = append(spec.UpstreamDNS, v1alpha1.IPAddress(a.String()))
+	}
+	cn := &v1alpha1.ComputeNetwork{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: spec}
+	_, err = c.ComputeNetworks().Create(ctx, cn, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
 }
