@@ -142,6 +142,38 @@ func (s *Server) Listen() (err error) {
 	}}
 	ctx := context.Background()
 	for _, addr := range s.cfg.Listen {
+		// With port 0 the kernel picks a free UDP port, which may be taken for TCP:
+		// then pick again.
+		for try := 0; ; try++ {
+			err := s.listenOne(ctx, lc, addr)
+			if err == nil {
+				break
+			}
+			if _, port, _ := net.SplitHostPort(addr); port != "0" || try == 20 || !errors.Is(err, syscall.EADDRINUSE) {
+				return err
+			}
+		}
+	}
+	if s.cfg.HTTP != "" {
+		if s.httpLn, err = net.Listen("tcp", s.cfg.HTTP); err != nil {
+			return fmt.Errorf("server: listen http %s: %w", s.cfg.HTTP, err)
+		}
+	}
+	return nil
+}
+
+// listenOne binds the UDP sockets and the TCP listener of one address; on error it
+// leaves none of them bound.
+func (s *Server) listenOne(ctx context.Context, lc net.ListenConfig, addr string) error {
+	nudp := len(s.udp)
+	fail := func(err error) error {
+		for _, c := range s.udp[nudp:] {
+			c.Close()
+		}
+		s.udp = s.udp[:nudp]
+		return err
+	}
+	{
 		first, err := lc.ListenPacket(ctx, "udp", addr)
 		if err != nil {
 			return fmt.Errorf("server: listen udp %s: %w", addr, err)
@@ -151,20 +183,15 @@ func (s *Server) Listen() (err error) {
 		for range s.cfg.UDPWorkers - 1 {
 			pc, err := lc.ListenPacket(ctx, "udp", bound)
 			if err != nil {
-				return fmt.Errorf("server: listen udp %s: %w", bound, err)
+				return fail(fmt.Errorf("server: listen udp %s: %w", bound, err))
 			}
 			s.udp = append(s.udp, pc.(*net.UDPConn))
 		}
 		ln, err := net.Listen("tcp", bound)
 		if err != nil {
-			return fmt.Errorf("server: listen tcp %s: %w", bound, err)
+			return fail(fmt.Errorf("server: listen tcp %s: %w", bound, err))
 		}
 		s.tcp = append(s.tcp, ln)
-	}
-	if s.cfg.HTTP != "" {
-		if s.httpLn, err = net.Listen("tcp", s.cfg.HTTP); err != nil {
-			return fmt.Errorf("server: listen http %s: %w", s.cfg.HTTP, err)
-		}
 	}
 	return nil
 }

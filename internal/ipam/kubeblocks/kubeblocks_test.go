@@ -373,7 +373,7 @@ func mustName(t *testing.T, p netip.Prefix) string {
 
 // The Allocator claims blocks through the Source as its blocks fill, until the pod CIDR is exhausted.
 func (c *cluster) testAllocator(t *testing.T) {
-	const cidr, bits = "10.3.0.0/28", 30 // 4 blocks of 4 addresses; the network address is never handed out
+	const cidr, bits = "10.3.0.0/28", 30 // 4 blocks of 4 addresses; a block's first address is never handed out
 	ctx := ctxTimeout(t, 30*time.Second)
 	s := c.source(t, c.node(t, "alloc-g"), cidr, bits, false)
 	a, err := ipam.New(ipam.Config{Dir: t.TempDir(), PodCIDR: netip.MustParsePrefix(cidr), Source: s})
@@ -382,7 +382,7 @@ func (c *cluster) testAllocator(t *testing.T) {
 	}
 	defer a.Close()
 	seen := map[netip.Addr]bool{}
-	for i := range 15 {
+	for i := range 12 {
 		addr, _, err := a.Allocate(ctx, ipam.Handle{ContainerID: fmt.Sprint("c", i), IfName: "eth0"})
 		if err != nil {
 			t.Fatalf("allocation %d: %v", i, err)

@@ -119,11 +119,16 @@ func serve(args []string) error {
 func probeHTTP(args []string) error {
 	fs := flag.NewFlagSet("http", flag.ContinueOnError)
 	timeout := fs.Duration("timeout", 2*time.Second, "request timeout")
+	n := fs.Int("n", 1, "requests; more than one prints one line per request and a summary")
+	interval := fs.Duration("interval", 0, "pause between requests")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return errors.New("usage: testapp http URL")
+	}
+	if *n > 1 {
+		return loopHTTP(fs.Arg(0), *n, *timeout, *interval)
 	}
 	c := &http.Client{Timeout: *timeout}
 	resp, err := c.Get(fs.Arg(0))
@@ -269,5 +274,33 @@ func probeTCP(args []string) error {
 		return err
 	}
 	fmt.Printf("%s%s", greeting, echo)
+	return nil
+}
+
+// loopHTTP sends n requests, each on a new connection, and prints "ok <hostname>" or
+// "fail <error>" per request, then "summary ok=N fail=M"; it fails if any request did.
+func loopHTTP(url string, n int, timeout, interval time.Duration) error {
+	fails := 0
+	for i := 0; i < n; i++ {
+		c := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get(url)
+		if err == nil {
+			var w whoami
+			err = json.NewDecoder(resp.Body).Decode(&w)
+			resp.Body.Close()
+			if err == nil {
+				fmt.Printf("ok %s\n", w.Hostname)
+			}
+		}
+		if err != nil {
+			fails++
+			fmt.Printf("fail %v\n", err)
+		}
+		time.Sleep(interval)
+	}
+	fmt.Printf("summary ok=%d fail=%d\n", n-fails, fails)
+	if fails > 0 {
+		return fmt.Errorf("%d of %d requests failed", fails, n)
+	}
 	return nil
 }
