@@ -46,9 +46,10 @@ func Desired(svc *Service, pods []Pod, zones map[string]string) (groups []Group,
 	for _, p := range svc.Ports {
 		named = named || p.TargetPort.Type == intstr.String
 	}
-	var shared []int32 // the port numbers when no targetPort is named
+	var fixed []int32 // the port numbers when no targetPort is named
 	if !named {
-		shared = resolvePorts(svc, nil)
+		fixed = make([]int32, len(svc.Ports))
+		resolvePorts(fixed, svc, nil)
 	}
 
 	type acc struct {
@@ -57,8 +58,11 @@ func Desired(svc *Service, pods []Pod, zones map[string]string) (groups []Group,
 	}
 	byPorts := map[string]*acc{}
 	var order []string
-	var nums []int32
+	nums := make([]int32, len(svc.Ports))
+	var key []byte
 	missing := map[string]bool{}
+	// The endpoints of one computation share these read-only values.
+	sh := shared{bools: [2]*bool{ptrTo(false), ptrTo(true)}, nodes: map[string]*nodeRef{}}
 	for _, pod := range sorted {
 		zone, known := zones[pod.NodeName]
 		if !known && !svc.PublishNotReadyAddresses {
@@ -67,23 +71,24 @@ func Desired(svc *Service, pods []Pod, zones map[string]string) (groups []Group,
 			}
 			continue
 		}
-		nums = shared
 		if named {
-			nums = resolvePorts(svc, pod)
+			resolvePorts(nums, svc, pod)
+		} else {
+			copy(nums, fixed)
 		}
-		k := numsKey(nums)
-		a := byPorts[k]
+		key = appendNumsKey(key[:0], nums)
+		a := byPorts[string(key)]
 		if a == nil {
-			a = &acc{ports: nums, eps: map[discoveryv1.AddressType][]discoveryv1.Endpoint{}}
-			byPorts[k] = a
-			order = append(order, k)
+			a = &acc{ports: slices.Clone(nums), eps: map[discoveryv1.AddressType][]discoveryv1.Endpoint{}}
+			byPorts[string(key)] = a
+			order = append(order, string(key))
 		}
 		for _, t := range svc.AddressTypes {
 			addrs := podAddresses(pod, t)
 			if addrs == nil {
 				continue
 			}
-			a.eps[t] = append(a.eps[t], podEndpoint(svc, pod, addrs, zone, known))
+			a.eps[t] = append(a.eps[t], sh.endpoint(svc, pod, addrs, zone, known))
 		}
 	}
 
@@ -106,10 +111,9 @@ func Desired(svc *Service, pods []Pod, zones map[string]string) (groups []Group,
 	return groups, missingNodes
 }
 
-// resolvePorts returns the container port of each Service port for pod, -1 where
-// a named target port is not found (pod may be nil when no target port is named).
-func resolvePorts(svc *Service, pod *Pod) []int32 {
-	out := make([]int32, len(svc.Ports))
+// resolvePorts sets out[i] to the container port of Service port i for pod, -1
+// where a named target port is not found (pod may be nil when none is named).
+func resolvePorts(out []int32, svc *Service, pod *Pod) {
 	for i, sp := range svc.Ports {
 		out[i] = -1
 		if sp.TargetPort.Type == intstr.Int {
@@ -123,15 +127,13 @@ func resolvePorts(svc *Service, pod *Pod) []int32 {
 			}
 		}
 	}
-	return out
 }
 
-func numsKey(nums []int32) string {
-	b := make([]byte, 0, 4*len(nums))
+func appendNumsKey(b []byte, nums []int32) []byte {
 	for _, n := range nums {
 		b = binary.LittleEndian.AppendUint32(b, uint32(n))
 	}
-	return string(b)
+	return b
 }
 
 func endpointPorts(svc *Service, nums []int32) []discoveryv1.EndpointPort {
@@ -160,22 +162,41 @@ func podAddresses(pod *Pod, t discoveryv1.AddressType) []string {
 	return out
 }
 
-func podEndpoint(svc *Service, pod *Pod, addrs []string, zone string, nodeKnown bool) discoveryv1.Endpoint {
+type shared struct {
+	bools [2]*bool
+	nodes map[string]*nodeRef
+}
+
+type nodeRef struct{ name, zone *string }
+
+func (sh *shared) bool(v bool) *bool {
+	if v {
+		return sh.bools[1]
+	}
+	return sh.bools[0]
+}
+
+func (sh *shared) endpoint(svc *Service, pod *Pod, addrs []string, zone string, nodeKnown bool) discoveryv1.Endpoint {
 	ready := svc.PublishNotReadyAddresses || (pod.Ready && !pod.Terminating)
 	ep := discoveryv1.Endpoint{
 		Addresses: addrs,
 		Conditions: discoveryv1.EndpointConditions{
-			Ready:       ptrTo(ready),
-			Serving:     ptrTo(pod.Ready),
-			Terminating: ptrTo(pod.Terminating),
+			Ready:       sh.bool(ready),
+			Serving:     sh.bool(pod.Ready),
+			Terminating: sh.bool(pod.Terminating),
 		},
 		TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: svc.Namespace, Name: pod.Name, UID: pod.UID},
 	}
 	if pod.NodeName != "" {
-		ep.NodeName = ptrTo(pod.NodeName)
-	}
-	if nodeKnown && zone != "" {
-		ep.Zone = ptrTo(zone)
+		n := sh.nodes[pod.NodeName]
+		if n == nil {
+			n = &nodeRef{name: ptrTo(pod.NodeName)}
+			if nodeKnown && zone != "" {
+				n.zone = ptrTo(zone)
+			}
+			sh.nodes[pod.NodeName] = n
+		}
+		ep.NodeName, ep.Zone = n.name, n.zone
 	}
 	if pod.Hostname != "" && pod.Subdomain == svc.Name {
 		ep.Hostname = ptrTo(pod.Hostname)

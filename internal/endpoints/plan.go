@@ -237,42 +237,45 @@ func (b *planner) compact(slots []*slot, total int) {
 	if len(full) <= loose {
 		return
 	}
-	// Drain smallest first; among equals, a new slice (no write saved by keeping it).
+	// Drain the smallest; among equals a new slice (not creating it saves a write),
+	// then an unchanged one (a kept slice written anyway takes endpoints for free),
+	// then the later name.
 	slices.SortStableFunc(full, func(x, y *slot) int {
 		if c := cmp.Compare(len(x.idx), len(y.idx)); c != 0 {
 			return c
 		}
-		return cmp.Compare(boolInt(x.orig != nil), boolInt(y.orig != nil))
+		if c := cmp.Compare(boolInt(x.orig != nil), boolInt(y.orig != nil)); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(boolInt(x.changed), boolInt(y.changed)); c != 0 {
+			return c
+		}
+		if x.orig == nil {
+			return 0
+		}
+		return strings.Compare(y.orig.Name, x.orig.Name)
 	})
-	for len(full) > need {
-		victim, rest := full[0], full[1:]
-		room := 0
-		for _, sl := range rest {
-			room += b.max - len(sl.idx)
+	// The rest can take the surplus: len(rest) >= need and need*max >= total.
+	victims, rest := full[:len(full)-need], full[len(full)-need:]
+	var move []int
+	for _, v := range victims {
+		move = append(move, v.idx...)
+		v.idx, v.changed = nil, true
+	}
+	// Receivers: slices written anyway first, then the fullest.
+	slices.SortStableFunc(rest, func(x, y *slot) int {
+		if c := cmp.Compare(boolInt(y.changed), boolInt(x.changed)); c != 0 {
+			return c
 		}
-		if room < len(victim.idx) {
-			return
+		return cmp.Compare(len(y.idx), len(x.idx))
+	})
+	for _, sl := range rest {
+		n := min(b.max-len(sl.idx), len(move))
+		if n == 0 {
+			continue
 		}
-		// Receivers: slices written anyway first, then the fullest.
-		recv := slices.Clone(rest)
-		slices.SortStableFunc(recv, func(x, y *slot) int {
-			if c := cmp.Compare(boolInt(y.changed), boolInt(x.changed)); c != 0 {
-				return c
-			}
-			return cmp.Compare(len(y.idx), len(x.idx))
-		})
-		move := victim.idx
-		for _, sl := range recv {
-			n := min(b.max-len(sl.idx), len(move))
-			if n == 0 {
-				continue
-			}
-			sl.idx, move = append(sl.idx, move[:n]...), move[n:]
-			sl.changed = true
-		}
-		victim.idx, victim.changed = nil, true
-		full = rest
-		slices.SortStableFunc(full, func(x, y *slot) int { return cmp.Compare(len(x.idx), len(y.idx)) })
+		sl.idx, move = append(sl.idx, move[:n]...), move[n:]
+		sl.changed = true
 	}
 }
 
