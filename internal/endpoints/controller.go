@@ -180,8 +180,12 @@ func (c *controller) setup() error {
 		h   cache.ResourceEventHandler
 	}{
 		{c.services, cache.ResourceEventHandlerFuncs{
-			AddFunc:    c.onService,
-			UpdateFunc: func(_, obj any) { c.onService(obj) },
+			AddFunc: c.onService,
+			UpdateFunc: func(oldObj, obj any) {
+				if serviceChanged(oldObj, obj) {
+					c.onService(obj)
+				}
+			},
 			DeleteFunc: c.onServiceDelete,
 		}},
 		{c.pods, cache.ResourceEventHandlerFuncs{
@@ -233,6 +237,16 @@ func (c *controller) onService(obj any) {
 	}
 	c.selMu.Unlock()
 	c.queue.Add(svcKey{s.Namespace, s.Name})
+}
+
+// serviceChanged ignores updates of what we don't read, e.g. a LoadBalancer status.
+func serviceChanged(oldObj, obj any) bool {
+	o, ok1 := oldObj.(*corev1.Service)
+	n, ok2 := obj.(*corev1.Service)
+	return !ok1 || !ok2 || o.UID != n.UID ||
+		!equality.Semantic.DeepEqual(o.Spec, n.Spec) ||
+		!equality.Semantic.DeepEqual(o.Labels, n.Labels) ||
+		(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil)
 }
 
 func (c *controller) onServiceDelete(obj any) {

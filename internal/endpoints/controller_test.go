@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/util/retry"
 
 	"edgenet.io/edgenet/internal/testenv"
@@ -639,3 +640,20 @@ func (h *harness) testBurst(t *testing.T) {
 		t.Errorf("%d slice writes for 100 pod updates, want 1..20", writes)
 	}
 }
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"no clientset":       {},
+		"too many endpoints": {Clientset: fakeClientset(), MaxEndpointsPerSlice: 1001},
+		"negative maximum":   {Clientset: fakeClientset(), MaxEndpointsPerSlice: -1},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := Run(ctx, cfg)
+		cancel()
+		if err == nil || !strings.HasPrefix(err.Error(), "endpoints: ") {
+			t.Errorf("%s: err %v, want an endpoints: error", name, err)
+		}
+	}
+}
+
+func fakeClientset() kubernetes.Interface { return fake.NewClientset() }
