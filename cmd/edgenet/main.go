@@ -28,6 +28,7 @@ import (
 	"edgenet.io/edgenet/internal/computenet"
 	"edgenet.io/edgenet/internal/controller"
 	"edgenet.io/edgenet/internal/dns"
+	"edgenet.io/edgenet/internal/endpoints"
 	lbcontroller "edgenet.io/edgenet/internal/lb/controller"
 	"edgenet.io/edgenet/internal/proxy"
 	"edgenet.io/edgenet/internal/routing"
@@ -275,6 +276,9 @@ func controllerCmd(ctx context.Context, args []string) error {
 	return controller.Run(ctx, controller.Config{
 		Client: kube, Edgenet: en, Namespace: *ns, Log: log,
 		Parts: []controller.Part{
+			{Name: "endpointslices", Run: func(ctx context.Context) error {
+				return endpoints.Run(ctx, endpoints.Config{Clientset: kube, Logger: log})
+			}},
 			{Name: "loadbalancer", Run: func(ctx context.Context) error {
 				return lbcontroller.Run(ctx, lbcontroller.Config{Kube: kube, Client: en, Logger: log})
 			}},

@@ -194,7 +194,9 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	}); err != nil {
 		return err
 	}
-	if err := startProc("kube-controller-manager", cp.Name, cp.Netns, controllerManagerArgs(l, bin, "*")); err != nil {
+	// edgenet controller maintains the EndpointSlices; the Endpoints controller goes too
+	// (the v1 Endpoints API is deprecated and nothing of ours reads it).
+	if err := startProc("kube-controller-manager", cp.Name, cp.Netns, controllerManagerArgs(l, bin, "*,-endpointslice,-endpoint")); err != nil {
 		return err
 	}
 	if err := startProc("kube-scheduler", cp.Name, cp.Netns, schedulerArgs(l, bin)); err != nil {
@@ -289,11 +291,13 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	if err := st.save(l.stateFile()); err != nil {
 		return err
 	}
-	if err := st.waitFor(ctx, "cluster DNS available", func() (bool, error) {
-		d, err := client.AppsV1().Deployments(SystemNamespace).Get(ctx, "edgenet-dns", metav1.GetOptions{})
-		return err == nil && d.Status.AvailableReplicas > 0 && d.Status.AvailableReplicas == d.Status.Replicas, nil
-	}); err != nil {
-		return err
+	for _, d := range []string{"edgenet-controller", "edgenet-dns"} {
+		if err := st.waitFor(ctx, d+" available", func() (bool, error) {
+			d, err := client.AppsV1().Deployments(SystemNamespace).Get(ctx, d, metav1.GetOptions{})
+			return err == nil && d.Status.AvailableReplicas > 0 && d.Status.AvailableReplicas == d.Status.Replicas, nil
+		}); err != nil {
+			return err
+		}
 	}
 	step("ready")
 	fmt.Fprintf(cfg.Out, "\nThe edgenet appliance is up: %d nodes on %s.\n  export KUBECONFIG=%s\n  kubectl get nodes -o wide\n",
