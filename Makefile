@@ -65,6 +65,7 @@ bench: deps kube build
 	$(GO) run ./bench/cnibench -edgenet bin/edgenet -n 200 -out $(RESULTS)
 	bin/edgenet up
 	$(GO) run ./bench/podsbench -n 100 -out $(RESULTS) || { bin/edgenet down; exit 1; }
+	$(GO) run ./bench/svcbench -rounds 20 -out $(RESULTS) || { bin/edgenet down; exit 1; }
 	bin/edgenet down
 	@printf '\n### Go benchmarks\n\n```\n' >> $(RESULTS)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2x ./internal/proxy/ | grep -E '^(Benchmark|ok)' >> $(RESULTS)
