@@ -33,6 +33,7 @@ type peerState struct {
 	known     bool // a heartbeat was accepted
 	inc, seq  uint64
 	lastHeard time.Time
+	since     time.Time // start of the current unbroken run of heartbeats
 	ready     bool
 	hearsMe   bool
 }
@@ -88,6 +89,9 @@ func (t *tracker) observe(h heartbeat, src netip.AddrPort, now time.Time) bool {
 	if p.known && (h.Incarnation < p.inc || (h.Incarnation == p.inc && h.Seq <= p.seq)) {
 		return false
 	}
+	if !t.heardAt(p, now) {
+		p.since = now
+	}
 	p.known, p.inc, p.seq, p.lastHeard = true, h.Incarnation, h.Seq, now
 	p.ready = h.Ready
 	p.hearsMe = slices.Contains(h.Heard, t.selfID)
@@ -123,7 +127,10 @@ func (t *tracker) view(now time.Time) View {
 			continue
 		}
 		v.Heard = append(v.Heard, name)
-		if p.hearsMe {
+		// A peer we started hearing less than a timeout ago may not have
+		// heard us yet: counting it as hearing us keeps a healed partition
+		// from making us stand down for a round.
+		if p.hearsMe || now.Sub(p.since) < t.timeout {
 			heardBy++
 		}
 		if p.ready {
@@ -155,7 +162,8 @@ func (t *tracker) heardIDs(now time.Time) []nodeID {
 }
 
 // nextChange is the earliest time after now at which the view can change
-// without a packet arriving: a peer's expiry, or the end of the start-up wait.
+// without a packet arriving: a peer's expiry, the end of a peer's grace, or
+// the end of the start-up wait.
 func (t *tracker) nextChange(now time.Time) time.Time {
 	next := t.started.Add(t.timeout)
 	if !next.After(now) {
@@ -165,8 +173,10 @@ func (t *tracker) nextChange(now time.Time) time.Time {
 		if !t.heardAt(p, now) {
 			continue
 		}
-		if exp := p.lastHeard.Add(t.timeout); next.IsZero() || exp.Before(next) {
-			next = exp
+		for _, at := range []time.Time{p.lastHeard.Add(t.timeout), p.since.Add(t.timeout)} {
+			if at.After(now) && (next.IsZero() || at.Before(next)) {
+				next = at
+			}
 		}
 	}
 	return next
