@@ -179,6 +179,7 @@ func agentCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("--pod-routing: %w", err)
 	}
 	cfg.Balancing = proxy.Balancing(*balancing)
+	cfg.MemberKey = []byte(os.Getenv("EDGENET_MEMBER_KEY"))
 	rc, err := rest.InClusterConfig()
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)

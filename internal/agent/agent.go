@@ -40,6 +40,9 @@ type Config struct {
 	BlockBits  int
 	Routing    routing.Mode
 	Balancing  proxy.Balancing
+	// MemberKey authenticates the agents' heartbeats; without it the node announces
+	// no LoadBalancer IP.
+	MemberKey []byte
 }
 
 // Run runs the agent until ctx ends.
@@ -126,6 +129,12 @@ func (a *agent) runNetwork(ctx context.Context, g *errgroup.Group) error {
 	p := &podNet{cfg: pn, node: node.Name, client: a.cfg.Client, alloc: alloc, log: a.log}
 	g.Go(func() error { return p.run(ctx, func() bool { return src.HasSynced() }, &a.cniReady) })
 
+	if len(a.cfg.MemberKey) > 0 {
+		an := &announcer{client: a.cfg.Client, node: node.Name, nodeIP: nodeIP, key: a.cfg.MemberKey, log: a.log.With("component", "announcer")}
+		g.Go(func() error { return an.run(ctx) })
+	} else {
+		a.log.Warn("no member key (EDGENET_MEMBER_KEY): this node announces no LoadBalancer IP")
+	}
 	g.Go(func() error {
 		return proxy.Run(ctx, proxy.Config{
 			Clientset: a.cfg.Client, NodeName: node.Name, NodeIPs: []netip.Addr{nodeIP},

@@ -10,6 +10,8 @@ package appliance
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -500,6 +502,17 @@ func bootstrapObjects(ctx context.Context, c kubernetes.Interface, server string
 		},
 	}
 	if _, err := c.CoreV1().ConfigMaps(SystemNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "edgenet-member-key", Namespace: SystemNamespace},
+		Data:       map[string][]byte{"key": []byte(hex.EncodeToString(key))},
+	}
+	if _, err := c.CoreV1().Secrets(SystemNamespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	settings := &corev1.ConfigMap{

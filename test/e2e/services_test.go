@@ -55,8 +55,8 @@ func httpPort() []corev1.ServicePort {
 func hostnames(out string) (map[string]int, int) {
 	seen, fails := map[string]int{}, 0
 	for _, l := range strings.Split(out, "\n") {
-		if h, ok := strings.CutPrefix(l, "ok "); ok {
-			seen[h]++
+		if rest, ok := strings.CutPrefix(l, "ok "); ok {
+			seen[strings.Fields(rest)[0]]++
 		} else if strings.HasPrefix(l, "fail ") {
 			fails++
 		}

@@ -277,8 +277,9 @@ func probeTCP(args []string) error {
 	return nil
 }
 
-// loopHTTP sends n requests, each on a new connection, and prints "ok <hostname>" or
-// "fail <error>" per request, then "summary ok=N fail=M"; it fails if any request did.
+// loopHTTP sends n requests, each on a new connection, and prints "ok <hostname> <unix
+// ms>" or "fail <unix ms> <error>" per request, then "summary ok=N fail=M"; it fails if
+// any request did.
 func loopHTTP(url string, n int, timeout, interval time.Duration) error {
 	fails := 0
 	for i := 0; i < n; i++ {
@@ -289,12 +290,12 @@ func loopHTTP(url string, n int, timeout, interval time.Duration) error {
 			err = json.NewDecoder(resp.Body).Decode(&w)
 			resp.Body.Close()
 			if err == nil {
-				fmt.Printf("ok %s\n", w.Hostname)
+				fmt.Printf("ok %s %d\n", w.Hostname, time.Now().UnixMilli())
 			}
 		}
 		if err != nil {
 			fails++
-			fmt.Printf("fail %v\n", err)
+			fmt.Printf("fail %d %v\n", time.Now().UnixMilli(), err)
 		}
 		time.Sleep(interval)
 	}
