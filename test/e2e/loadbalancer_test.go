@@ -48,12 +48,20 @@ func neighMAC(t *testing.T, netns string, ip netip.Addr) string {
 	return ""
 }
 
+// linkMAC is the MAC of a namespace's eth0 (read with ip: /sys shows the host's links).
 func linkMAC(t *testing.T, netns string) string {
-	out, err := inNetns(context.Background(), netns, "cat", "/sys/class/net/eth0/address")
+	out, err := inNetns(context.Background(), netns, "ip", "link", "show", "eth0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimSpace(out)
+	f := strings.Fields(out)
+	for i := range f {
+		if f[i] == "link/ether" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	t.Fatalf("no MAC in %q", out)
+	return ""
 }
 
 // The seed's promise: a LoadBalancer Service gets an EXTERNAL-IP from the external
