@@ -67,6 +67,10 @@ bench: deps kube build
 	$(GO) run ./bench/podsbench -n 100 -out $(RESULTS) || { bin/edgenet down; exit 1; }
 	$(GO) run ./bench/svcbench -rounds 20 -out $(RESULTS) || { bin/edgenet down; exit 1; }
 	bin/edgenet down
+	@printf '\n### LoadBalancer: create to status.loadBalancer.ingress (real apiserver), failover gap (netns, node cut off)\n\n```\n' >> $(RESULTS)
+	$(GO) test -count=1 -v -run 'TestAgainstAPIServer' ./internal/lb/controller/ | grep -E 'create -> status' | sed 's/^ *//' >> $(RESULTS)
+	$(GO) test -count=1 -v -run 'TestFailover' ./internal/lb/l2/ | grep -E 'failover gap' | sed 's/^ *//' >> $(RESULTS)
+	@printf '```\n' >> $(RESULTS)
 	@printf '\n### Go benchmarks\n\n```\n' >> $(RESULTS)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2x ./internal/proxy/ | grep -E '^(Benchmark|ok)' >> $(RESULTS)
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/dns/... ./internal/lb/... ./internal/routing/ ./internal/ipam/... | grep -E '^(Benchmark|ok)' >> $(RESULTS)
