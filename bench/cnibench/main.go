@@ -26,6 +26,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"edgenet.io/edgenet/bench/internal/report"
 	"edgenet.io/edgenet/internal/ipam"
 )
 
@@ -131,16 +132,7 @@ func run() error {
 		results = append(results, r)
 	}
 	table := render(results, *n)
-	fmt.Print(table)
-	if *out != "" {
-		f, err := os.OpenFile(*out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		fmt.Fprint(f, table)
-	}
-	return nil
+	return report.Append(*out, table)
 }
 
 type os_discard struct{}

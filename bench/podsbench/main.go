@@ -16,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"edgenet.io/edgenet/bench/internal/report"
 )
 
 func main() {
@@ -87,14 +89,5 @@ func run() error {
 	res := fmt.Sprintf("\n### %d pods on one node (%s), create to all Running with an IP, one run (%s)\n\n"+
 		"| pods | created in | all Running after | pods/s |\n|---|---|---|---|\n| %d | %.1f s | %.1f s | %.0f |\n",
 		*n, *node, time.Now().UTC().Format(time.RFC3339), *n, created.Seconds(), all.Seconds(), float64(*n)/all.Seconds())
-	fmt.Print(res)
-	if *out != "" {
-		f, err := os.OpenFile(*out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		fmt.Fprint(f, res)
-	}
-	return nil
+	return report.Append(*out, res)
 }

@@ -28,6 +28,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"edgenet.io/edgenet/bench/internal/report"
 )
 
 func main() {
@@ -193,14 +195,5 @@ func run() error {
 	p := func(q float64) float64 { return float64(lat[int(float64(len(lat)-1)*q)].Microseconds()) / 1000 }
 	res := fmt.Sprintf("\n### Pod Ready (as seen by a client polling the API every 5 ms) to first answer through its ClusterIP from another node, %d rounds, one run (%s)\n\n"+
 		"| p50 | p99 | max |\n|---|---|---|\n| %.0f ms | %.0f ms | %.0f ms |\n", len(lat), time.Now().UTC().Format(time.RFC3339), p(.5), p(.99), p(1))
-	fmt.Print(res)
-	if *out != "" {
-		f, err := os.OpenFile(*out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		fmt.Fprint(f, res)
-	}
-	return nil
+	return report.Append(*out, res)
 }
