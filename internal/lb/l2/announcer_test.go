@@ -34,11 +34,14 @@ func TestAnnounce(t *testing.T) {
 			t.Logf("client resolved %s to a in %v", tt.lb, d.Round(time.Millisecond))
 
 			// Move it to b: the client's entry follows b's gratuitous
-			// announcement without the client asking again.
-			moved := time.Now()
+			// announcement without the client asking again. Let the first resolution's
+			// exchange (and IPv6's neighbour confirmation) settle first, and count from
+			// the moment a has given the address up.
+			time.Sleep(300 * time.Millisecond)
 			if err := a.SetIPs(nil); err != nil {
 				t.Fatal(err)
 			}
+			moved := time.Now()
 			if err := b.SetIPs(map[netip.Addr]bool{tt.lb: true}); err != nil {
 				t.Fatal(err)
 			}
