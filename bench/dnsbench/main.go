@@ -24,8 +24,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"edgenet.io/edgenet/internal/computenet"
 )
 
@@ -63,7 +61,7 @@ func run() error {
 	flag.DurationVar(&c.latencyDuration, "latency-duration", 10*time.Second, "length of each fixed-rate latency run")
 	flag.IntVar(&c.rate, "rate", 10000, "queries per second offered in the latency runs (below every server's saturation)")
 	flag.IntVar(&c.clients, "clients", 8, "dnsperf clients (sockets)")
-	flag.IntVar(&c.inflight, "inflight", 256, "dnsperf queries outstanding")
+	flag.IntVar(&c.inflight, "inflight", 100, "dnsperf queries outstanding (a burst of all of them must fit the server's default UDP receive buffer, or losses stall dnsperf for its timeout)")
 	flag.IntVar(&c.serverCPU, "server-cpu", 1, "the CPU the DNS servers are pinned to")
 	flag.IntVar(&c.clientCPU, "client-cpu", 0, "the CPU dnsperf is pinned to")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (logs, kubeconfig, Corefiles, query file)")
@@ -145,7 +143,6 @@ func run() error {
 		return err
 	}
 	all := distinct(qs)
-	probe := probes(svcs, c.domain)
 
 	specs := []serverSpec{
 		edgenetSpec(c.edgenet, cp.kubeconfig, c),
@@ -156,7 +153,7 @@ func run() error {
 	}
 	for _, s := range specs {
 		step("%s: load runs", s.name)
-		r, err := loadRuns(ctx, c, dir, s, qfile, all, probe)
+		r, err := loadRuns(ctx, c, dir, s, qfile, all)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -170,11 +167,10 @@ func run() error {
 	}
 	svcs = append(svcs, more...)
 	step("grew to %d services in %s", c.memServices, time.Since(t0).Round(time.Millisecond))
-	probe = probes(svcs, c.domain)
-	sample := distinct(queryFile(svcs, c.domain, 2000))
+	sample := distinct(queryFile(svcs, c.domain, 4000))
 	for _, s := range specs[:2] {
 		step("%s: memory at %d services", s.name, c.memServices)
-		r, err := memoryRun(ctx, c, dir, s, probe, sample)
+		r, err := memoryRun(ctx, c, dir, s, sample)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -201,22 +197,6 @@ func run() error {
 	return nil
 }
 
-// probes are the questions about the services created last (and one NXDOMAIN): answered right only once a server
-// has loaded everything.
-func probes(svcs []service, domain string) []query {
-	var out []query
-	var gotIP, gotHeadless bool
-	for i := len(svcs) - 1; i >= 0 && !(gotIP && gotHeadless); i-- {
-		s := &svcs[i]
-		if s.headless && !gotHeadless || !s.headless && !gotIP {
-			out = append(out, query{name: fqdn(s, domain), qtype: dns.TypeA, svc: s})
-			gotHeadless = gotHeadless || s.headless
-			gotIP = gotIP || !s.headless
-		}
-	}
-	return append(out, query{name: fmt.Sprintf("nx-probe.%s.svc.%s.", svcs[0].ns, domain), qtype: dns.TypeA})
-}
-
 // loadResult is one server's figures at -services.
 type loadResult struct {
 	name         string
@@ -228,18 +208,15 @@ type loadResult struct {
 	p50, p99, p3 time.Duration // at the fixed rate; p3 is p99.9
 }
 
-func loadRuns(ctx context.Context, c benchConfig, dir string, s serverSpec, qfile string, all, probe []query) (loadResult, error) {
+func loadRuns(ctx context.Context, c benchConfig, dir string, s serverSpec, qfile string, all []query) (loadResult, error) {
 	r := loadResult{name: s.name}
 	srv, err := startServer(dir, s, c.serverCPU)
 	if err != nil {
 		return r, err
 	}
 	defer srv.stop()
-	if r.ready, err = waitReady(ctx, srv.addr, probe, c.domain, srv.alive); err != nil {
+	if r.ready, err = waitCorrect(ctx, srv.addr, all, c.domain, srv.alive); err != nil {
 		return r, err
-	}
-	if err := verify(ctx, srv.addr, all, c.domain); err != nil {
-		return r, fmt.Errorf("wrong answers: %w", err)
 	}
 	args := perfArgs{server: srv.addr, file: qfile, clients: c.clients, inflight: c.inflight, cpu: c.clientCPU, timeoutTo: 2 * time.Second}
 	// Warm-up: caches, the Go runtime's heap size, socket buffers.
@@ -279,32 +256,37 @@ func loadRuns(ctx context.Context, c benchConfig, dir string, s serverSpec, qfil
 
 // memResult is one server's memory at -mem-services.
 type memResult struct {
-	name     string
-	ready    time.Duration
-	rss, hwm int64
+	name  string
+	ready time.Duration
+	rss   [2]int64 // 5 s and 30 s after all answers were right
+	hwm   int64
 }
 
-func memoryRun(ctx context.Context, c benchConfig, dir string, s serverSpec, probe, sample []query) (memResult, error) {
+func memoryRun(ctx context.Context, c benchConfig, dir string, s serverSpec, sample []query) (memResult, error) {
 	r := memResult{name: s.name}
 	srv, err := startServer(dir, s, c.serverCPU)
 	if err != nil {
 		return r, err
 	}
 	defer srv.stop()
-	if r.ready, err = waitReady(ctx, srv.addr, probe, c.domain, srv.alive); err != nil {
+	if r.ready, err = waitCorrect(ctx, srv.addr, sample, c.domain, srv.alive); err != nil {
 		return r, err
 	}
-	if err := verify(ctx, srv.addr, sample, c.domain); err != nil {
-		return r, fmt.Errorf("wrong answers: %w", err)
-	}
-	// Let the garbage collector and the scavenger settle after the initial list, as they would in a steady cluster.
-	select {
-	case <-ctx.Done():
-		return r, ctx.Err()
-	case <-time.After(5 * time.Second):
-	}
-	if r.rss, r.hwm, err = srv.memory(); err != nil {
-		return r, err
+	// RSS shortly after loading and once the runtime has had time to return the initial list's garbage, as it would
+	// in a steady cluster.
+	for i, at := range []time.Duration{5 * time.Second, 30 * time.Second} {
+		wait := at
+		if i > 0 {
+			wait -= 5 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(wait):
+		}
+		if r.rss[i], r.hwm, err = srv.memory(); err != nil {
+			return r, err
+		}
 	}
 	return r, srv.alive()
 }

@@ -158,26 +158,25 @@ func verify(ctx context.Context, server netip.AddrPort, qs []query, domain strin
 	return errors.Join(errs...)
 }
 
-// waitReady asks until the answers to probe are right: the servers load the API in one list, so once the services
-// created last answer, the rest do too (verify checks that afterwards).
-func waitReady(ctx context.Context, server netip.AddrPort, probe []query, domain string, alive func() error) (time.Duration, error) {
+// waitCorrect asks qs again and again until every answer is right, and returns how long that took from its start
+// to the start of the first all-right pass. A server may answer its API objects one by one as its informers deliver
+// them, so no single probe can say it has loaded everything.
+func waitCorrect(ctx context.Context, server netip.AddrPort, qs []query, domain string, alive func() error) (time.Duration, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	var last error
 	for {
 		if err := alive(); err != nil {
 			return 0, err
 		}
-		probeCtx, probeCancel := context.WithTimeout(ctx, 5*time.Second)
-		last = verify(probeCtx, server, probe, domain)
-		probeCancel()
-		if last == nil {
-			return time.Since(start), nil
+		pass := time.Now()
+		err := verify(ctx, server, qs, domain)
+		if err == nil {
+			return pass.Sub(start), nil
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("not ready after %s: %w", time.Since(start).Round(time.Second), last)
+			return 0, fmt.Errorf("answers still wrong after %s: %w", time.Since(start).Round(time.Second), err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -34,7 +34,7 @@ func (r report) render() string {
 		"from its prebuilt snapshot and has no cache for it; cluster records have a 5 s TTL in both. "+
 		"Load average of this shared machine before/after: %s / %s.\n\n", c.domain, c.coreDNSCache, r.loadBefore, r.loadAfter)
 
-	fmt.Fprintln(&b, "| server | QPS (saturated) | server CPU | queries per CPU-second | avg latency (saturated) | lost | p50 | p99 | p99.9 | ready after | RSS after load | peak RSS |")
+	fmt.Fprintf(&b, "| server | QPS (saturated) | server CPU | queries per CPU-second | avg latency (saturated) | lost | p50 at %[1]d q/s | p99 at %[1]d q/s | p99.9 at %[1]d q/s | all answers right after | RSS after load | peak RSS |\n", c.rate)
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, l := range r.load {
 		fmt.Fprintf(&b, "| %s | %.0f | %.0f%% | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n", l.name, l.sat.QPS,
@@ -51,14 +51,15 @@ func (r report) render() string {
 	if len(r.mem) > 0 {
 		fmt.Fprintf(&b, "\n#### Memory at %d Services, %d endpoints (no Pod objects: neither server watches Pods with `pods insecure`)\n\n",
 			c.memServices, c.memServices/10*endpointsPerHeadless)
-		fmt.Fprintln(&b, "| server | ready after | RSS (5 s after ready) | peak RSS |")
-		fmt.Fprintln(&b, "|---|---|---|---|")
+		fmt.Fprintln(&b, "| server | all sampled answers right after | RSS 5 s later | RSS 30 s later | peak RSS |")
+		fmt.Fprintln(&b, "|---|---|---|---|---|")
 		for _, m := range r.mem {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", m.name, m.ready.Round(time.Millisecond), mib(m.rss), mib(m.hwm))
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", m.name, m.ready.Round(time.Millisecond), mib(m.rss[0]), mib(m.rss[1]), mib(m.hwm))
 		}
 		if len(r.mem) >= 2 {
-			fmt.Fprintf(&b, "\nedgenet / %s: RSS %s, peak RSS %s.\n", r.mem[1].name,
-				ratio(float64(r.mem[0].rss), float64(r.mem[1].rss)), ratio(float64(r.mem[0].hwm), float64(r.mem[1].hwm)))
+			e, d := r.mem[0], r.mem[1]
+			fmt.Fprintf(&b, "\nedgenet / %s: RSS 30 s after %s, peak RSS %s, time until all answers right %s.\n", d.name,
+				ratio(float64(e.rss[1]), float64(d.rss[1])), ratio(float64(e.hwm), float64(d.hwm)), ratio(float64(e.ready), float64(d.ready)))
 		}
 	}
 	return b.String()
