@@ -70,6 +70,21 @@ func TestParseDNSPerfMixedRcodes(t *testing.T) {
 	}
 }
 
+func TestParseDNSPerfTimeouts(t *testing.T) {
+	full, err := os.ReadFile("testdata/dnsperf-verbose.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Replace(string(full), "> NXDOMAIN x.cluster.local AAAA 0.000104", "> T x.cluster.local AAAA", 1)
+	got, err := parseDNSPerf([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Latencies) != 4 {
+		t.Errorf("latencies %v: want the 4 answered queries", got.Latencies)
+	}
+}
+
 func TestParseDNSPerfRejects(t *testing.T) {
 	full, err := os.ReadFile("testdata/dnsperf-verbose.txt")
 	if err != nil {
@@ -268,8 +283,8 @@ func TestRenderRatios(t *testing.T) {
 	}
 	out := r.render()
 	for _, want := range []string{
-		"| edgenet dns | 100 | 50% | 200 | 0 µs | 0.00% | 0 µs | 2000 µs |",
-		"| CoreDNS (cache 30) | 50 | 100% | 50 | 0 µs | 1.00% |",
+		"| edgenet dns | 100 | 50% | 200 | 0 µs | 0.00% / n/a | 0 µs | 2000 µs |",
+		"| CoreDNS (cache 30) | 50 | 100% | 50 | 0 µs | 1.00% / n/a |",
 		"edgenet / CoreDNS (cache 30): QPS 2.00, queries per CPU-second 4.00, p99 at 10000 q/s 0.25, RSS 0.50.",
 		"| edgenet dns | 1s | 40.0 MiB | 30.0 MiB | 50.0 MiB |",
 		"RSS 30 s after 0.50, peak RSS 0.50, time until all answers right 0.50.",

@@ -61,7 +61,7 @@ func runDNSPerf(ctx context.Context, a perfArgs) (perfRun, error) {
 }
 
 // parseDNSPerf reads dnsperf 2.x output: the "Statistics:" summary and, with -v, one
-// "> RCODE name TYPE seconds" line per answered query.
+// "> RCODE name TYPE seconds" line per answered query ("> T name TYPE" per timed-out one).
 func parseDNSPerf(out []byte) (perfRun, error) {
 	r := perfRun{Rcodes: map[string]int{}}
 	seen := map[string]bool{}
@@ -71,6 +71,9 @@ func parseDNSPerf(out []byte) (perfRun, error) {
 		line := strings.TrimSpace(sc.Text())
 		if rest, ok := strings.CutPrefix(line, "> "); ok {
 			f := strings.Fields(rest)
+			if len(f) == 3 && f[0] == "T" {
+				continue // "> T name TYPE": timed out, counted in "Queries lost"
+			}
 			if len(f) != 4 {
 				return r, fmt.Errorf("verbose line %q: want 4 fields", line)
 			}

@@ -34,11 +34,11 @@ func (r report) render() string {
 		"from its prebuilt snapshot and has no cache for it; cluster records have a 5 s TTL in both. "+
 		"Load average of this shared machine before/after: %s / %s.\n\n", c.domain, c.coreDNSCache, r.loadBefore, r.loadAfter)
 
-	fmt.Fprintf(&b, "| server | QPS (saturated) | server CPU | queries per CPU-second | avg latency (saturated) | lost | p50 at %[1]d q/s | p99 at %[1]d q/s | p99.9 at %[1]d q/s | all answers right after | RSS after load | peak RSS |\n", c.rate)
+	fmt.Fprintf(&b, "| server | QPS (saturated) | server CPU | queries per CPU-second | avg latency (saturated) | lost (saturated / at rate) | p50 at %[1]d q/s | p99 at %[1]d q/s | p99.9 at %[1]d q/s | all answers right after | RSS after load | peak RSS |\n", c.rate)
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, l := range r.load {
 		fmt.Fprintf(&b, "| %s | %.0f | %.0f%% | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n", l.name, l.sat.QPS,
-			100*l.cpu.Seconds()/c.duration.Seconds(), perCPU(l), us(l.sat.AvgLatency), lost(l.sat), us(l.p50), us(l.p99), us(l.p3),
+			100*l.cpu.Seconds()/c.duration.Seconds(), perCPU(l), us(l.sat.AvgLatency), lost(l.sat)+" / "+lost(l.fixed), us(l.p50), us(l.p99), us(l.p3),
 			l.ready.Round(time.Millisecond), mib(l.rss), mib(l.hwm))
 	}
 	if len(r.load) >= 2 {
