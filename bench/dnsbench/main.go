@@ -258,7 +258,8 @@ func loadRuns(ctx context.Context, c benchConfig, dir string, s serverSpec, qfil
 type memResult struct {
 	name  string
 	ready time.Duration
-	rss   [2]int64 // 5 s and 30 s after all answers were right
+	cpu   time.Duration // CPU time used from start until all answers were right (loading, and answering the checks)
+	rss   [2]int64      // 5 s and 30 s after all answers were right
 	hwm   int64
 }
 
@@ -270,6 +271,9 @@ func memoryRun(ctx context.Context, c benchConfig, dir string, s serverSpec, sam
 	}
 	defer srv.stop()
 	if r.ready, err = waitCorrect(ctx, srv.addr, sample, c.domain, srv.alive); err != nil {
+		return r, err
+	}
+	if r.cpu, err = srv.cpuTime(); err != nil {
 		return r, err
 	}
 	// RSS shortly after loading and once the runtime has had time to return the initial list's garbage, as it would

@@ -51,10 +51,10 @@ func (r report) render() string {
 	if len(r.mem) > 0 {
 		fmt.Fprintf(&b, "\n#### Memory at %d Services, %d endpoints (no Pod objects: neither server watches Pods with `pods insecure`)\n\n",
 			c.memServices, c.memServices/10*endpointsPerHeadless)
-		fmt.Fprintln(&b, "| server | all sampled answers right after | RSS 5 s later | RSS 30 s later | peak RSS |")
-		fmt.Fprintln(&b, "|---|---|---|---|---|")
+		fmt.Fprintln(&b, "| server | all sampled answers right after | CPU time until then | RSS 5 s later | RSS 30 s later | peak RSS |")
+		fmt.Fprintln(&b, "|---|---|---|---|---|---|")
 		for _, m := range r.mem {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", m.name, m.ready.Round(time.Millisecond), mib(m.rss[0]), mib(m.rss[1]), mib(m.hwm))
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m.name, m.ready.Round(time.Millisecond), m.cpu, mib(m.rss[0]), mib(m.rss[1]), mib(m.hwm))
 		}
 		if len(r.mem) >= 2 {
 			e, d := r.mem[0], r.mem[1]
