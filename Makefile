@@ -63,6 +63,7 @@ bench: deps kube build
 	@printf '# edgenet benchmark results\n\nMachine: %s, %s cores. Made by `make bench` at %s.\n' \
 		"$$(uname -r)" "$$(nproc)" "$$(date -u +%FT%TZ)" > $(RESULTS)
 	$(GO) run ./bench/cnibench -edgenet bin/edgenet -n 200 -out $(RESULTS)
+	$(GO) run ./bench/dnsbench -edgenet bin/edgenet -out $(RESULTS)
 	bin/edgenet up
 	$(GO) run ./bench/podsbench -n 100 -out $(RESULTS) || { bin/edgenet down; exit 1; }
 	$(GO) run ./bench/svcbench -rounds 20 -out $(RESULTS) || { bin/edgenet down; exit 1; }

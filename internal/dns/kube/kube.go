@@ -1,6 +1,6 @@
 // Package kube feeds the DNS zone core from the Kubernetes API: it watches Services, discovery.k8s.io/v1
 // EndpointSlices and Namespaces with client-go informers, keeps only the fields DNS needs (informer transforms), and
-// applies each change to a zone.Store per service. It writes nothing to the API. When the apiserver is unreachable
+// applies the changes to a zone.Store in batches. It writes nothing to the API. When the apiserver is unreachable
 // the informers keep their caches, so the store keeps serving the last state.
 package kube
 
@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -34,6 +36,54 @@ type Source struct {
 	store  Store
 	log    *slog.Logger
 	slices cache.Indexer
+
+	// Changes queue up and are applied in one Update per batch: a snapshot is
+	// published per batch, not per event (the initial list of 10k services is a handful
+	// of Updates instead of 10k).
+	mu      sync.Mutex
+	pending []func(tx *zone.Tx)
+	kick    chan struct{}
+}
+
+// batchWindow is how long the flusher waits for more changes before publishing.
+const batchWindow = 5 * time.Millisecond
+
+func (s *Source) update(f func(tx *zone.Tx)) {
+	s.mu.Lock()
+	s.pending = append(s.pending, f)
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flush applies every queued change in one Update.
+func (s *Source) flush() {
+	s.mu.Lock()
+	batch := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	s.store.Update(func(tx *zone.Tx) {
+		for _, f := range batch {
+			f(tx)
+		}
+	})
+}
+
+func (s *Source) flusher(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		time.Sleep(batchWindow)
+		s.flush()
+	}
 }
 
 // New returns a source; Run starts it.
@@ -41,7 +91,7 @@ func New(client kubernetes.Interface, store Store, log *slog.Logger) *Source {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Source{client: client, store: store, log: log.With("component", "dns-kube")}
+	return &Source{client: client, store: store, log: log.With("component", "dns-kube"), kick: make(chan struct{}, 1)}
 }
 
 const byService = "service"
@@ -74,7 +124,7 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	s.slices = epsInf.GetIndexer()
 
-	_, err := svcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	svcReg, err := svcInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { s.onService(o, false) },
 		UpdateFunc: func(_, o any) { s.onService(o, false) },
 		DeleteFunc: func(o any) { s.onService(o, true) },
@@ -82,25 +132,31 @@ func (s *Source) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dns-kube: %w", err)
 	}
-	if _, err = epsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	epsReg, err := epsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    s.onSlice,
 		UpdateFunc: func(old, o any) { s.onSlice(old); s.onSlice(o) },
 		DeleteFunc: s.onSlice,
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("dns-kube: %w", err)
 	}
-	if _, err = nsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	nsReg, err := nsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { s.onNamespace(o, false) },
 		UpdateFunc: func(_, o any) { s.onNamespace(o, false) },
 		DeleteFunc: func(o any) { s.onNamespace(o, true) },
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("dns-kube: %w", err)
 	}
+	go s.flusher(ctx)
 	f.Start(ctx.Done())
 	defer f.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), svcInf.HasSynced, epsInf.HasSynced, nsInf.HasSynced) {
+	// Ready only once the handlers have seen the whole initial list and it is in the
+	// store: before that, existing names would answer NXDOMAIN.
+	if !cache.WaitForCacheSync(ctx.Done(), svcReg.HasSynced, epsReg.HasSynced, nsReg.HasSynced) {
 		return ctx.Err()
 	}
+	s.flush()
 	s.store.MarkSynced()
 	s.log.Info("synced", "services", len(svcInf.GetStore().ListKeys()), "endpointslices", len(epsInf.GetStore().ListKeys()))
 	<-ctx.Done()
@@ -120,7 +176,7 @@ func (s *Source) onService(o any, deleted bool) {
 		return
 	}
 	m, ok := ServiceModel(svc)
-	s.store.Update(func(tx *zone.Tx) {
+	s.update(func(tx *zone.Tx) {
 		if deleted || !ok {
 			tx.DeleteService(svc.Namespace, svc.Name)
 			return
@@ -152,7 +208,7 @@ func (s *Source) onSlice(o any) {
 		}
 	}
 	groups := EndpointModel(all)
-	s.store.Update(func(tx *zone.Tx) {
+	s.update(func(tx *zone.Tx) {
 		if err := tx.SetEndpoints(es.Namespace, name, groups); err != nil {
 			s.log.Error("endpoints rejected; keeping the previous ones", "service", es.Namespace+"/"+name, "err", err)
 		}
@@ -164,7 +220,7 @@ func (s *Source) onNamespace(o any, deleted bool) {
 	if !ok {
 		return
 	}
-	s.store.Update(func(tx *zone.Tx) {
+	s.update(func(tx *zone.Tx) {
 		if deleted {
 			tx.DeleteNamespace(ns.Name)
 			return

@@ -66,17 +66,24 @@ type Tx struct {
 	shards [nShards]map[string]*node
 	copied [nShards]bool
 	dirty  bool
+	// touched names are rebuilt once when the transaction ends: names every service
+	// shares (svc.<zone>, reverse-zone parents) have a source per service, so
+	// rebuilding them per change would make a batch quadratic.
+	touched map[string]bool
 }
 
 // Update runs fn with a transaction and publishes the result.
 func (s *Store) Update(fn func(tx *Tx)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tx := &Tx{s: s}
+	tx := &Tx{s: s, touched: map[string]bool{}}
 	if cur := s.cur.Load(); cur != nil {
 		tx.shards = cur.shards
 	}
 	fn(tx)
+	for n := range tx.touched {
+		tx.rebuild(n)
+	}
 	if !tx.dirty && s.cur.Load() != nil {
 		return
 	}
@@ -192,7 +199,7 @@ func (tx *Tx) setSource(src string, r records) {
 		s.sources[src] = slices.Collect(maps.Keys(r))
 	}
 	for n := range touched {
-		tx.rebuild(n)
+		tx.touched[n] = true
 	}
 }
 
