@@ -135,20 +135,23 @@ func parseNewSetElem(b []byte) (table, set string, addrs []netip.Addr) {
 	return table, set, addrs
 }
 
-// dump lists the addresses in the map now; a missing table or map is empty.
-func (w *watcher) dump() (map[netip.Addr]bool, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(w.fd))
+func (w *watcher) dump() (map[netip.Addr]bool, error) { return dumpMap(w.fd, w.table) }
+
+// dumpMap lists the addresses in a table's service-ips map now; a missing table or
+// map is empty.
+func dumpMap(netnsFd int, table string) (map[netip.Addr]bool, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(netnsFd))
 	if err != nil {
 		return nil, err
 	}
 	defer c.CloseLasting()
-	s, err := c.GetSetByName(&nftables.Table{Name: w.table, Family: nftables.TableFamilyIPv4}, serviceMap)
+	s, err := c.GetSetByName(&nftables.Table{Name: table, Family: nftables.TableFamilyIPv4}, serviceMap)
 	if err != nil {
 		return map[netip.Addr]bool{}, nil // not created yet
 	}
 	elems, err := c.GetSetElements(s)
 	if err != nil {
-		return nil, fmt.Errorf("watcher: list %s %s: %w", w.table, serviceMap, err)
+		return nil, fmt.Errorf("list %s %s: %w", table, serviceMap, err)
 	}
 	out := make(map[netip.Addr]bool, len(elems))
 	for _, e := range elems {
@@ -198,11 +201,11 @@ func (w *watcher) waitFor(a netip.Addr, timeout time.Duration) (at time.Time, vi
 	}
 }
 
-// waitAll polls dumps until every address in want is in the map.
-func (w *watcher) waitAll(want []netip.Addr, every, timeout time.Duration) (time.Time, error) {
+// waitAll polls dumps until every address in want is in the table's map.
+func waitAll(netnsFd int, table string, want []netip.Addr, every, timeout time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		got, err := w.dump()
+		got, err := dumpMap(netnsFd, table)
 		if err != nil {
 			return time.Time{}, err
 		}
@@ -217,7 +220,7 @@ func (w *watcher) waitAll(want []netip.Addr, every, timeout time.Duration) (time
 			return now, nil
 		}
 		if now.After(deadline) {
-			return time.Time{}, fmt.Errorf("%d of %d services not in table %s after %v", missing, len(want), w.table, timeout)
+			return time.Time{}, fmt.Errorf("%d of %d services not in table %s after %v", missing, len(want), table, timeout)
 		}
 		time.Sleep(every)
 	}

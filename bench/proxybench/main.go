@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -197,6 +198,9 @@ type result struct {
 	hwmCold  int64
 	rssEnd   int64
 	hwmEnd   int64
+	// load is the 1-minute load average at the start and the end: the machine is
+	// shared, and the figures are only as quiet as it was.
+	load [2]string
 }
 
 func (r *result) String() string {
@@ -348,11 +352,6 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 	if err := flush(n); err != nil {
 		return nil, err
 	}
-	w, err := newWatcher(int(n.handle.Fd()), k.table)
-	if err != nil {
-		return nil, err
-	}
-	defer w.Close()
 	kc, err := b.lab.kubeconfig(n)
 	if err != nil {
 		return nil, err
@@ -362,6 +361,7 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 		extra = b.cfg.kpArgs
 	}
 	r := &result{services: len(b.ips)}
+	r.load[0] = loadavg()
 	want := slices.Clone(b.ips)
 	t0 := time.Now()
 	p, err := b.lab.start(n.netns, fmt.Sprintf("%s-%d", k.name, len(want)), k.argv(b.lab, n, kc, extra)...)
@@ -371,7 +371,7 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 	defer b.lab.stop(p)
 	errc := make(chan error, 1)
 	go func() {
-		at, err := w.waitAll(want, 50*time.Millisecond, b.cfg.coldLimit)
+		at, err := waitAll(int(n.handle.Fd()), k.table, want, 50*time.Millisecond, b.cfg.coldLimit)
 		r.cold = at.Sub(t0)
 		errc <- err
 	}()
@@ -388,6 +388,13 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 	if r.rssCold, r.hwmCold, err = memory(p.cmd.Process.Pid); err != nil {
 		return nil, err
 	}
+	// Subscribed only now: the cold sync's flood of events would sit in the
+	// socket's buffer ahead of the changes' events.
+	w, err := newWatcher(int(n.handle.Fd()), k.table)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
 	for range b.cfg.changes {
 		// Let the previous sync's min-interval pass (kube-proxy's is 1 s).
 		select {
@@ -417,7 +424,16 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 		return nil, err
 	}
 	r.lost = w.lost()
+	r.load[1] = loadavg()
 	return r, nil
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func pct(d []time.Duration, p float64) time.Duration {
@@ -451,6 +467,7 @@ func render(cfg config, res map[string]map[int]*result, kinds []proxyKind) strin
 	var sb strings.Builder
 	e, k := kinds[0].name, kinds[1].name
 	fmt.Fprintf(&sb, "\n### Service proxy: edgenet vs kube-proxy v1.34.4 (nftables mode)\n\n")
+	fmt.Fprintf(&sb, "%d CPUs, shared with other work (load averages below). ", runtime.NumCPU())
 	fmt.Fprintf(&sb, "Command: `%s`. Each proxy runs alone, as its own process in its own network namespace, "+
 		"against a real kube-apiserver reached over a veth; every service has one EndpointSlice with %d ready endpoints. "+
 		"Change latency: a new Service (its EndpointSlice already in the API; %v pause before each) from the create call's return to its "+
@@ -485,6 +502,7 @@ func render(cfg config, res map[string]map[int]*result, kinds []proxyKind) strin
 		fmt.Fprintf(&sb, "| VmRSS after cold sync | %d | %s | %s | %s | %s |\n", re.services, mb(re.rssCold), mb(rk.rssCold), ratio(float64(re.rssCold), float64(rk.rssCold)), goal)
 		fmt.Fprintf(&sb, "| VmHWM after cold sync | %d | %s | %s | %s | |\n", re.services, mb(re.hwmCold), mb(rk.hwmCold), ratio(float64(re.hwmCold), float64(rk.hwmCold)))
 		fmt.Fprintf(&sb, "| VmRSS / VmHWM after the changes | %d | %s / %s | %s / %s | | |\n", re.services+len(re.lat), mb(re.rssEnd), mb(re.hwmEnd), mb(rk.rssEnd), mb(rk.hwmEnd))
+		fmt.Fprintf(&sb, "| machine load (1 min) start → end | %d | %s → %s | %s → %s | | |\n", re.services, re.load[0], re.load[1], rk.load[0], rk.load[1])
 	}
 	var notes []string
 	for _, kind := range kinds {
