@@ -87,11 +87,19 @@ func runEdgenetProxy(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	return proxy.Run(ctx, proxy.Config{
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var proxiers []*proxy.Proxier
+	err = proxy.Run(ctx, proxy.Config{
 		Clientset: c, NodeName: *nodeName, NodeIPs: []netip.Addr{ip}, PodCIDRs: []netip.Prefix{pc},
-		Balancing: proxy.Balancing(*balancing),
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		Balancing:  proxy.Balancing(*balancing),
+		Logger:     log,
+		OnProxiers: func(ps []*proxy.Proxier) { proxiers = ps },
 	})
+	// The proxy's own view (informer event → kernel), to tell it from API delivery.
+	for _, p := range proxiers {
+		log.Info("proxy histograms", "event_to_kernel", p.Latency().String(), "sync", p.SyncDurations().String())
+	}
+	return err
 }
 
 // memory reads VmRSS and VmHWM (bytes) of a running process.
