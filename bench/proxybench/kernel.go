@@ -41,7 +41,13 @@ func newWatcher(netnsFd int, table string) (*watcher, error) {
 		c.Close()
 		return nil, fmt.Errorf("watcher: join nftables group: %w", err)
 	}
-	c.SetReadBuffer(8 << 20)
+	// SO_RCVBUFFORCE (we are root): SetReadBuffer is capped by net.core.rmem_max,
+	// too small for a sync that touches thousands of objects.
+	if rc, err := c.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
+		})
+	}
 	w := &watcher{table: table, fd: netnsFd, conn: c, seen: map[netip.Addr]time.Time{}, waiters: map[netip.Addr]chan struct{}{}}
 	go w.loop()
 	return w, nil
