@@ -68,6 +68,7 @@ bench: deps kube build
 	$(GO) run ./bench/podsbench -n 100 -out $(RESULTS) || { bin/edgenet down; exit 1; }
 	$(GO) run ./bench/svcbench -rounds 20 -out $(RESULTS) || { bin/edgenet down; exit 1; }
 	bin/edgenet down
+	$(GO) run ./bench/proxybench -kube-bin bin/kube -scales 1000,10000 -changes 50 -out $(RESULTS)
 	@printf '\n### LoadBalancer: create to status.loadBalancer.ingress (real apiserver), failover gap (netns, node cut off)\n\n```\n' >> $(RESULTS)
 	$(GO) test -count=1 -v -run 'TestAgainstAPIServer' ./internal/lb/controller/ | grep -E 'create -> status' | sed 's/^ *//' >> $(RESULTS)
 	$(GO) test -count=1 -v -run 'TestFailover' ./internal/lb/l2/ | grep -E 'failover gap' | sed 's/^ *//' >> $(RESULTS)

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -54,7 +55,7 @@ func (f *firstSeen) get(h string) (time.Time, bool) {
 
 // probe requests url every interval from a thread inside the network namespace at
 // nsPath until ctx ends.
-func probe(ctx context.Context, nsPath, url string, seen *firstSeen) error {
+func probe(ctx context.Context, nsPath, addr string, seen *firstSeen) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
@@ -68,18 +69,18 @@ func probe(ctx context.Context, nsPath, url string, seen *firstSeen) error {
 			return
 		}
 		errc <- nil
-		tr := &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{Timeout: 200 * time.Millisecond}).DialContext}
-		c := &http.Client{Transport: tr, Timeout: 300 * time.Millisecond}
+		// Dial here, on this thread: http.Transport dials from goroutines of its own,
+		// which would run in the root namespace.
 		for ctx.Err() == nil {
-			resp, err := c.Get(url)
-			if err == nil {
-				var w struct{ Hostname string }
-				json.NewDecoder(resp.Body).Decode(&w)
-				resp.Body.Close()
+			w, err := get(addr)
+			if err != nil && os.Getenv("SVCBENCH_DEBUG") != "" {
+				fmt.Fprintln(os.Stderr, "probe:", err)
+			}
+			if err == nil && w != "" {
 				now := time.Now()
 				seen.mu.Lock()
-				if _, ok := seen.at[w.Hostname]; !ok && w.Hostname != "" {
-					seen.at[w.Hostname] = now
+				if _, ok := seen.at[w]; !ok {
+					seen.at[w] = now
 				}
 				seen.mu.Unlock()
 			}
@@ -137,7 +138,7 @@ func run() error {
 		return err
 	}
 	seen := &firstSeen{at: map[string]time.Time{}}
-	if err := probe(ctx, "/run/netns/edgenet-node2", "http://"+svc.Spec.ClusterIP+"/", seen); err != nil {
+	if err := probe(ctx, "/run/netns/edgenet-node2", net.JoinHostPort(svc.Spec.ClusterIP, "80"), seen); err != nil {
 		return err
 	}
 	scale := func(n int) error {
@@ -196,4 +197,28 @@ func run() error {
 	res := fmt.Sprintf("\n### Pod Ready (as seen by a client polling the API every 5 ms) to first answer through its ClusterIP from another node, %d rounds, one run (%s)\n\n"+
 		"| p50 | p99 | max |\n|---|---|---|\n| %.0f ms | %.0f ms | %.0f ms |\n", len(lat), time.Now().UTC().Format(time.RFC3339), p(.5), p(.99), p(1))
 	return report.Append(*out, res)
+}
+
+// get sends one HTTP/1.0 request on a new connection and returns the answering pod's
+// hostname.
+func get(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: svcbench\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var w struct{ Hostname string }
+	if err := json.NewDecoder(resp.Body).Decode(&w); err != nil {
+		return "", err
+	}
+	return w.Hostname, nil
 }
