@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
@@ -61,6 +63,40 @@ func (r *router) run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return nil
 	}
+	// The kernel drops routes when their link goes down; re-apply as soon as a link
+	// changes or one of our routes disappears, not only at the next resync.
+	links := make(chan netlink.LinkUpdate, 16)
+	routes := make(chan netlink.RouteUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.LinkSubscribe(links, done); err != nil {
+		r.log.Warn("link events", "err", err)
+	}
+	if err := netlink.RouteSubscribe(routes, done); err != nil {
+		r.log.Warn("route events", "err", err)
+	}
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case _, ok := <-links:
+				if !ok {
+					links = nil
+					continue
+				}
+				signal()
+			case u, ok := <-routes:
+				if !ok {
+					routes = nil
+					continue
+				}
+				if u.Type == unix.RTM_DELROUTE && u.Protocol == routing.RouteProtocol {
+					signal()
+				}
+			}
+		}
+	}()
 	t := time.NewTicker(routeResync)
 	defer t.Stop()
 	changed := r.blocks.Changed()
