@@ -212,7 +212,7 @@ func (a *Allocator) Allocate(ctx context.Context, h Handle) (addr netip.Addr, is
 		return netip.Addr{}, false, fmt.Errorf("ipam: list node blocks: %w", err)
 	}
 	blocks = a.usable(blocks)
-	for range 4 { // a Claim per round; more rounds only if a source returns blocks that are already full
+	for range 16 { // a Claim per round; more rounds only if a source returns blocks that are already full
 		addr, ok := a.pick(blocks)
 		if ok {
 			if err := a.write(Allocation{Addr: addr, Handle: h, Since: time.Now().UTC()}); err != nil {
