@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"edgenet.io/edgenet/internal/computenet"
+	"edgenet.io/edgenet/internal/testenv"
 )
 
 func main() {
@@ -120,14 +121,16 @@ func run() error {
 		fmt.Fprintf(os.Stderr, "dnsbench: %s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 	}
 	step("starting etcd + kube-apiserver in %s", dir)
-	cp, err := startControlPlane(ctx, dir, c.kubeBin, c.serviceCIDR)
+	cp, err := testenv.Launch(dir, c.kubeBin, testenv.Options{ServiceCIDR: c.serviceCIDR.String(),
+		// Object creation is the slow part of a run: the apiserver, not the client, should be the limit.
+		QPS: 2000, EtcdQuota: 8 << 30})
 	if err != nil {
 		return err
 	}
-	defer cp.stop()
+	defer cp.Stop()
 
 	t0 := time.Now()
-	svcs, err := populate(ctx, cp.client, l, 0, c.services)
+	svcs, err := populate(ctx, cp.Client, l, 0, c.services)
 	if err != nil {
 		return err
 	}
@@ -145,11 +148,11 @@ func run() error {
 	all := distinct(qs)
 
 	specs := []serverSpec{
-		edgenetSpec(c.edgenet, cp.kubeconfig, c),
-		coreDNSSpec(coredns, cp.kubeconfig, c, c.coreDNSCache),
+		edgenetSpec(c.edgenet, cp.Kubeconfig, c),
+		coreDNSSpec(coredns, cp.Kubeconfig, c, c.coreDNSCache),
 	}
 	if c.coreDNSCache > 0 {
-		specs = append(specs, coreDNSSpec(coredns, cp.kubeconfig, c, 0))
+		specs = append(specs, coreDNSSpec(coredns, cp.Kubeconfig, c, 0))
 	}
 	for _, s := range specs {
 		step("%s: load runs", s.name)
@@ -161,7 +164,7 @@ func run() error {
 	}
 
 	t0 = time.Now()
-	more, err := populate(ctx, cp.client, l, c.services, c.memServices)
+	more, err := populate(ctx, cp.Client, l, c.services, c.memServices)
 	if err != nil {
 		return err
 	}

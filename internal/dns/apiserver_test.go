@@ -12,8 +12,6 @@ import (
 	mdns "github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"edgenet.io/edgenet/internal/testenv"
 )
@@ -32,15 +30,7 @@ func freeUDPPort(t *testing.T) int {
 func TestRunAgainstAPIServer(t *testing.T) {
 	env := testenv.Start(t)
 	dir := t.TempDir()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["t"] = &clientcmdapi.Cluster{Server: env.Config.Host, CertificateAuthority: env.Config.CAFile}
-	kc.AuthInfos["t"] = &clientcmdapi.AuthInfo{ClientCertificate: env.Config.CertFile, ClientKey: env.Config.KeyFile}
-	kc.Contexts["t"] = &clientcmdapi.Context{Cluster: "t", AuthInfo: "t"}
-	kc.CurrentContext = "t"
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := env.Kubeconfig
 	resolv := filepath.Join(dir, "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver 127.0.0.1\n"), 0o644) // never reached: no query leaves the zone
 	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))

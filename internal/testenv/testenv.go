@@ -1,7 +1,8 @@
-// Package testenv starts a real etcd and kube-apiserver for integration tests, from
-// the pinned binaries (bin/kube, or $EDGENET_KUBE_BIN) and Debian's etcd, on free
-// loopback ports, and removes them when the test ends. Tests that need it fail, not
-// skip, when the binaries are missing: `make unit` builds them.
+// Package testenv starts a real etcd and kube-apiserver for integration tests and
+// benchmarks, from the pinned binaries (bin/kube, or $EDGENET_KUBE_BIN) and Debian's
+// etcd, on free loopback ports. Start ties them to a test; Launch serves programs (the
+// benchmarks), which stop them themselves. Tests that need it fail, not skip, when the
+// binaries are missing: `make unit` builds them.
 package testenv
 
 import (
@@ -19,6 +20,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"edgenet.io/edgenet/internal/pki"
 )
@@ -29,8 +32,18 @@ type Env struct {
 	Client *kubernetes.Clientset
 	// KubeBin is the directory of the Kubernetes binaries (kubectl among them).
 	KubeBin string
-	dir     string
-	procs   []*proc
+	// Kubeconfig is an admin kubeconfig file for other processes.
+	Kubeconfig string
+	dir        string
+	opts       Options
+	procs      []*proc
+}
+
+// Options tune Launch; zero values take the defaults.
+type Options struct {
+	ServiceCIDR string  // default 172.28.0.0/16
+	QPS         float32 // client rate limit of Config, default 200 (burst twice that)
+	EtcdQuota   int64   // etcd backend quota in bytes, default etcd's
 }
 
 type proc struct {
@@ -64,19 +77,37 @@ func KubeBin() (string, error) {
 	return "", fmt.Errorf("no bin/kube/kube-apiserver above %s and EDGENET_KUBE_BIN unset: run `make kube`", wd)
 }
 
-// Start starts etcd and kube-apiserver and waits until the apiserver is ready.
+// Start starts etcd and kube-apiserver for a test, waits until the apiserver is ready,
+// and stops them when the test ends.
 func Start(t testing.TB) *Env {
 	t.Helper()
 	bin, err := KubeBin()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &Env{KubeBin: bin, dir: t.TempDir()}
-	t.Cleanup(e.stop)
-	if err := e.start(); err != nil {
+	e, err := Launch(t.TempDir(), bin, Options{})
+	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
+	t.Cleanup(e.Stop)
 	return e
+}
+
+// Launch starts etcd and kube-apiserver with their state and logs in dir and waits
+// until the apiserver is ready; the caller calls Stop. On error nothing runs.
+func Launch(dir, kubeBin string, opts Options) (*Env, error) {
+	if opts.ServiceCIDR == "" {
+		opts.ServiceCIDR = "172.28.0.0/16"
+	}
+	if opts.QPS == 0 {
+		opts.QPS = 200
+	}
+	e := &Env{KubeBin: kubeBin, dir: dir, opts: opts}
+	if err := e.start(); err != nil {
+		e.Stop()
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	return e, nil
 }
 
 func freePort() (int, error) {
@@ -112,17 +143,21 @@ func (e *Env) start() error {
 		}
 	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	if err := e.run("etcd", "etcd", "--data-dir="+filepath.Join(e.dir, "etcd"),
-		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
+	etcdArgs := []string{"etcd", "--data-dir=" + filepath.Join(e.dir, "etcd"),
+		"--listen-client-urls=" + etcdURL, "--advertise-client-urls=" + etcdURL,
 		fmt.Sprintf("--listen-peer-urls=http://127.0.0.1:%d", ports[1]),
 		fmt.Sprintf("--initial-advertise-peer-urls=http://127.0.0.1:%d", ports[1]),
 		fmt.Sprintf("--initial-cluster=default=http://127.0.0.1:%d", ports[1]),
-		"--logger=zap", "--log-level=error", "--unsafe-no-fsync"); err != nil {
+		"--logger=zap", "--log-level=error", "--unsafe-no-fsync"}
+	if e.opts.EtcdQuota > 0 {
+		etcdArgs = append(etcdArgs, fmt.Sprintf("--quota-backend-bytes=%d", e.opts.EtcdQuota))
+	}
+	if err := e.run("etcd", etcdArgs...); err != nil {
 		return err
 	}
 	if err := e.run("kube-apiserver", filepath.Join(e.KubeBin, "kube-apiserver"),
 		"--etcd-servers="+etcdURL, "--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ports[2]),
-		"--service-cluster-ip-range=172.28.0.0/16",
+		"--service-cluster-ip-range="+e.opts.ServiceCIDR,
 		"--tls-cert-file="+ca.Path("apiserver.crt"), "--tls-private-key-file="+ca.Path("apiserver.key"),
 		"--client-ca-file="+ca.Path("ca.crt"),
 		"--service-account-key-file="+ca.Path("sa.pub"), "--service-account-signing-key-file="+ca.Path("sa.key"),
@@ -135,9 +170,18 @@ func (e *Env) start() error {
 		TLSClientConfig: rest.TLSClientConfig{
 			CAFile: ca.Path("ca.crt"), CertFile: ca.Path("admin.crt"), KeyFile: ca.Path("admin.key"),
 		},
-		QPS: 200, Burst: 400,
+		QPS: e.opts.QPS, Burst: int(2 * e.opts.QPS),
 	}
 	if e.Client, err = kubernetes.NewForConfig(e.Config); err != nil {
+		return err
+	}
+	e.Kubeconfig = filepath.Join(e.dir, "kubeconfig")
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["testenv"] = &clientcmdapi.Cluster{Server: e.Config.Host, CertificateAuthority: ca.Path("ca.crt")}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificate: ca.Path("admin.crt"), ClientKey: ca.Path("admin.key")}
+	kc.Contexts["testenv"] = &clientcmdapi.Context{Cluster: "testenv", AuthInfo: "admin"}
+	kc.CurrentContext = "testenv"
+	if err := clientcmd.WriteToFile(*kc, e.Kubeconfig); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -180,9 +224,10 @@ func (e *Env) run(name string, argv ...string) error {
 
 // StopAPIServer stops the apiserver (and etcd) early, e.g. to test that a component
 // keeps working while the apiserver is away.
-func (e *Env) StopAPIServer() { e.stop() }
+func (e *Env) StopAPIServer() { e.Stop() }
 
-func (e *Env) stop() {
+// Stop ends etcd and the apiserver; calling it again does nothing.
+func (e *Env) Stop() {
 	for i := len(e.procs) - 1; i >= 0; i-- {
 		e.procs[i].cmd.Process.Signal(syscall.SIGTERM)
 	}
