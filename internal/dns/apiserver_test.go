@@ -25,8 +25,9 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
-// Against a real kube-apiserver: records follow creates, updates and deletes, and the
-// server keeps answering from its last state when the apiserver goes away.
+// Against a real kube-apiserver: records follow creates, updates and deletes, the server
+// keeps answering from its last state when its apiserver goes away, and catches up with
+// what changed meanwhile (through a second apiserver on the same etcd) when it returns.
 func TestRunAgainstAPIServer(t *testing.T) {
 	env := testenv.Start(t)
 	dir := t.TempDir()
@@ -116,6 +117,10 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	eventually("NXDOMAIN after delete", answerIs("db.default.svc.cluster.local.", mdns.TypeA, "NXDOMAIN"))
 
 	// The apiserver goes away: answers continue from the last known state.
+	other2, err := env.ExtraAPIServer()
+	if err != nil {
+		t.Fatal(err)
+	}
 	env.StopAPIServer()
 	time.Sleep(500 * time.Millisecond)
 	for i := 0; i < 5; i++ {
@@ -124,4 +129,23 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+
+	// Meanwhile the cluster changes; the server sees it once its apiserver is back.
+	late, err := other2.CoreV1().Services("default").Create(bg, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: "default"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other2.CoreV1().Services("default").Delete(bg, "cache", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := answerIs("cache.default.svc.cluster.local.", mdns.TypeA, other.Spec.ClusterIP)(); err != nil {
+		t.Fatalf("cut off from its apiserver, the server should still answer from its last state: %v", err)
+	}
+	if err := env.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	eventually("created while away", answerIs("late.default.svc.cluster.local.", mdns.TypeA, late.Spec.ClusterIP))
+	eventually("deleted while away", answerIs("cache.default.svc.cluster.local.", mdns.TypeA, "NXDOMAIN"))
 }

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,6 +39,9 @@ type Env struct {
 	dir        string
 	opts       Options
 	procs      []*proc
+
+	apiserverArgs []string // without --secure-port
+	apiserver     *proc    // the one Config points at
 }
 
 // Options tune Launch; zero values take the defaults.
@@ -47,8 +52,9 @@ type Options struct {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process has exited
+	stopped bool          // stopped on purpose: its exit is not a failure
 }
 
 func (p *proc) exited() bool {
@@ -155,14 +161,15 @@ func (e *Env) start() error {
 	if err := e.run("etcd", etcdArgs...); err != nil {
 		return err
 	}
-	if err := e.run("kube-apiserver", filepath.Join(e.KubeBin, "kube-apiserver"),
-		"--etcd-servers="+etcdURL, "--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", ports[2]),
-		"--service-cluster-ip-range="+e.opts.ServiceCIDR,
-		"--tls-cert-file="+ca.Path("apiserver.crt"), "--tls-private-key-file="+ca.Path("apiserver.key"),
-		"--client-ca-file="+ca.Path("ca.crt"),
-		"--service-account-key-file="+ca.Path("sa.pub"), "--service-account-signing-key-file="+ca.Path("sa.key"),
+	e.apiserverArgs = []string{filepath.Join(e.KubeBin, "kube-apiserver"),
+		"--etcd-servers=" + etcdURL, "--bind-address=127.0.0.1",
+		"--service-cluster-ip-range=" + e.opts.ServiceCIDR,
+		"--tls-cert-file=" + ca.Path("apiserver.crt"), "--tls-private-key-file=" + ca.Path("apiserver.key"),
+		"--client-ca-file=" + ca.Path("ca.crt"),
+		"--service-account-key-file=" + ca.Path("sa.pub"), "--service-account-signing-key-file=" + ca.Path("sa.key"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--authorization-mode=RBAC", "--profiling=false"); err != nil {
+		"--authorization-mode=RBAC", "--profiling=false"}
+	if e.apiserver, err = e.runAPIServer(ports[2]); err != nil {
 		return err
 	}
 	e.Config = &rest.Config{
@@ -184,15 +191,20 @@ func (e *Env) start() error {
 	if err := clientcmd.WriteToFile(*kc, e.Kubeconfig); err != nil {
 		return err
 	}
+	return e.waitReady(e.Client)
+}
+
+// waitReady waits until the apiserver behind client answers /readyz.
+func (e *Env) waitReady(client *kubernetes.Clientset) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for {
-		body, err := e.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		if err == nil && strings.TrimSpace(string(body)) == "ok" {
 			return nil
 		}
 		for _, p := range e.procs {
-			if p.exited() {
+			if p.exited() && !p.stopped {
 				return fmt.Errorf("%s exited: see the logs in %s", p.cmd.Path, e.dir)
 			}
 		}
@@ -204,27 +216,89 @@ func (e *Env) start() error {
 	}
 }
 
+// runAPIServer starts a kube-apiserver on port (on etcd's data, with the same certificates).
+func (e *Env) runAPIServer(port int) (*proc, error) {
+	argv := append(slices.Clone(e.apiserverArgs), fmt.Sprintf("--secure-port=%d", port))
+	return e.runLog(fmt.Sprintf("kube-apiserver-%d", port), argv...)
+}
+
 func (e *Env) run(name string, argv ...string) error {
-	log, err := os.Create(filepath.Join(e.dir, name+".log"))
+	_, err := e.runLog(name, argv...)
+	return err
+}
+
+func (e *Env) runLog(name string, argv ...string) (*proc, error) {
+	log, err := os.OpenFile(filepath.Join(e.dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	// Die with the test binary even if it is killed before cleanup runs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, err
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{})}
 	e.procs = append(e.procs, p)
 	go func() { cmd.Wait(); close(p.done) }()
-	return nil
+	return p, nil
 }
 
-// StopAPIServer stops the apiserver (and etcd) early, e.g. to test that a component
-// keeps working while the apiserver is away.
-func (e *Env) StopAPIServer() { e.Stop() }
+// StopAPIServer stops the apiserver of Config (etcd keeps running), e.g. to test that a
+// component keeps working while the apiserver is away; StartAPIServer brings it back.
+func (e *Env) StopAPIServer() {
+	if e.apiserver != nil {
+		e.apiserver.stop()
+	}
+}
+
+// StartAPIServer starts the apiserver of Config again after StopAPIServer, on the same
+// address, and waits until it is ready.
+func (e *Env) StartAPIServer() error {
+	if e.apiserver != nil && !e.apiserver.exited() {
+		return nil
+	}
+	port := e.Config.Host[strings.LastIndexByte(e.Config.Host, ':')+1:]
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return fmt.Errorf("testenv: apiserver port %q: %w", port, err)
+	}
+	if e.apiserver, err = e.runAPIServer(n); err != nil {
+		return fmt.Errorf("testenv: %w", err)
+	}
+	return e.waitReady(e.Client)
+}
+
+// ExtraAPIServer starts a second apiserver on the same etcd, and returns a client of it:
+// the cluster can change while components watching Config's apiserver are cut off.
+func (e *Env) ExtraAPIServer() (*kubernetes.Clientset, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	if _, err := e.runAPIServer(port); err != nil {
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	cfg := rest.CopyConfig(e.Config)
+	cfg.Host = fmt.Sprintf("https://127.0.0.1:%d", port)
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	return client, e.waitReady(client)
+}
+
+func (p *proc) stop() {
+	p.stopped = true
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
 
 // Stop ends etcd and the apiserver; calling it again does nothing.
 func (e *Env) Stop() {
