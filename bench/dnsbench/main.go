@@ -169,7 +169,10 @@ func run() error {
 		return err
 	}
 	svcs = append(svcs, more...)
-	step("grew to %d services in %s", c.memServices, time.Since(t0).Round(time.Millisecond))
+	if err := populatePods(ctx, cp.Client, l, c.memServices); err != nil {
+		return err
+	}
+	step("grew to %d services and %d pods in %s", c.memServices, c.memServices, time.Since(t0).Round(time.Millisecond))
 	sample := distinct(queryFile(svcs, c.domain, 4000))
 	for _, s := range specs[:2] {
 		step("%s: memory at %d services", s.name, c.memServices)

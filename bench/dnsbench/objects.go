@@ -119,3 +119,35 @@ func create(ctx context.Context, client kubernetes.Interface, s service) (servic
 	}
 	return s, nil
 }
+
+// populatePods creates n Pods spread over the namespaces, as a cluster of that size has; no
+// node runs them.
+func populatePods(ctx context.Context, client kubernetes.Interface, l layout, n int) error {
+	// No controller-manager runs here to make the namespaces' default ServiceAccounts,
+	// which Pod admission requires.
+	for i := range l.namespaces {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("bench-%d", i), Name: "default"}}
+		if _, err := client.CoreV1().ServiceAccounts(sa.Namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("populate pods: %w", err)
+		}
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(32)
+	for i := range n {
+		g.Go(func() error {
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("bench-%d", i%l.namespaces), Name: fmt.Sprintf("pod-%05d", i),
+					Labels: map[string]string{"app": fmt.Sprintf("app-%d", i%100)}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.invalid/app:1"}}},
+			}
+			if _, err := client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("pod %s/%s: %w", pod.Namespace, pod.Name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("populate pods: %w", err)
+	}
+	return nil
+}

@@ -49,8 +49,8 @@ func (r report) render() string {
 	}
 
 	if len(r.mem) > 0 {
-		fmt.Fprintf(&b, "\n#### Memory at %d Services, %d endpoints (no Pod objects: neither server watches Pods with `pods insecure`)\n\n",
-			c.memServices, c.memServices/10*endpointsPerHeadless)
+		fmt.Fprintf(&b, "\n#### Memory at %d Services, %d endpoints and %d Pods (Pending: no nodes; neither server watches Pods with `pods insecure`, so they cost only if a server lists them)\n\n",
+			c.memServices, c.memServices/10*endpointsPerHeadless, c.memServices)
 		fmt.Fprintln(&b, "| server | all sampled answers right after | CPU time until then | RSS 5 s later | RSS 30 s later | peak RSS |")
 		fmt.Fprintln(&b, "|---|---|---|---|---|---|")
 		for _, m := range r.mem {

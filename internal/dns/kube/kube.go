@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -158,6 +159,9 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	s.flush()
 	s.store.MarkSynced()
+	// The initial list is the largest garbage this process makes; give its pages back
+	// now rather than over the scavenger's minutes.
+	debug.FreeOSMemory()
 	s.log.Info("synced", "services", len(svcInf.GetStore().ListKeys()), "endpointslices", len(epsInf.GetStore().ListKeys()))
 	<-ctx.Done()
 	return nil

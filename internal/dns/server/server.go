@@ -141,11 +141,18 @@ func (s *Server) Listen() (err error) {
 		return errors.Join(err, serr)
 	}}
 	ctx := context.Background()
+	// With port 0 the kernel picks a free UDP port, which may be taken for TCP: then pick
+	// again, holding the refused UDP sockets meanwhile so that the kernel cannot hand
+	// back the same port.
+	var held []*net.UDPConn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
 	for _, addr := range s.cfg.Listen {
-		// With port 0 the kernel picks a free UDP port, which may be taken for TCP:
-		// then pick again.
 		for try := 0; ; try++ {
-			err := s.listenOne(ctx, lc, addr)
+			err := s.listenOne(ctx, lc, addr, &held)
 			if err == nil {
 				break
 			}
@@ -163,13 +170,11 @@ func (s *Server) Listen() (err error) {
 }
 
 // listenOne binds the UDP sockets and the TCP listener of one address; on error it
-// leaves none of them bound.
-func (s *Server) listenOne(ctx context.Context, lc net.ListenConfig, addr string) error {
+// moves the UDP sockets it bound to held, for the caller to close.
+func (s *Server) listenOne(ctx context.Context, lc net.ListenConfig, addr string, held *[]*net.UDPConn) error {
 	nudp := len(s.udp)
 	fail := func(err error) error {
-		for _, c := range s.udp[nudp:] {
-			c.Close()
-		}
+		*held = append(*held, s.udp[nudp:]...)
 		s.udp = s.udp[:nudp]
 		return err
 	}

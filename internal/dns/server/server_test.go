@@ -69,13 +69,24 @@ func startUpstream(t *testing.T) *upstream {
 		}
 		_ = w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
+	// The UDP port the kernel picks may be taken for TCP (other tests, other builds on
+	// this machine): keep the refused UDP sockets open while picking again, so the kernel
+	// cannot hand back the same port.
+	var pc net.PacketConn
+	var ln net.Listener
+	for try := 0; ln == nil; try++ {
+		p, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", p.LocalAddr().String()); err != nil {
+			if try == 20 {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			continue
+		}
+		pc = p
 	}
 	u.addr = pc.LocalAddr().String()
 	u.udp = &dns.Server{PacketConn: pc, Handler: h}

@@ -18,11 +18,11 @@ type Store struct {
 	cfg Config
 
 	mu         sync.Mutex
-	services   map[string]*Service            // by ns/name
-	endpoints  map[string][]EndpointGroup     // by ns/name; may arrive before the service
-	namespaces map[string]bool                // explicitly known namespaces
-	names      map[string]map[string][]dns.RR // owner name -> source -> records
-	sources    map[string][]string            // source -> owner names it contributes
+	services   map[string]*Service        // by ns/name
+	endpoints  map[string][]EndpointGroup // by ns/name; may arrive before the service
+	namespaces map[string]bool            // explicitly known namespaces
+	names      map[string]*owner          // owner name -> what the sources contribute there
+	sources    map[string][]string        // source -> owner names it contributes
 	gen        uint64
 	serial     uint32
 
@@ -41,7 +41,7 @@ func NewStore(cfg Config) (*Store, error) {
 		services:   map[string]*Service{},
 		endpoints:  map[string][]EndpointGroup{},
 		namespaces: map[string]bool{},
-		names:      map[string]map[string][]dns.RR{},
+		names:      map[string]*owner{},
 		sources:    map[string][]string{},
 	}
 	s.Update(func(tx *Tx) { tx.setSource("zone", s.cfg.staticRecords()) })
@@ -173,33 +173,68 @@ func (tx *Tx) refresh(k string) {
 	tx.setSource("svc:"+k, tx.s.cfg.serviceRecords(svc, tx.s.endpoints[k]))
 }
 
-// setSource replaces everything one source contributes and rebuilds the touched names.
+// owner is what the sources contribute at one name. Most names have one source with
+// records; the names every service of a namespace shares (<ns>.svc.<zone>) only need to
+// exist, so those contributions are counted instead of kept one per service: a map per
+// name and an entry per service cost 10k-service zones tens of MB.
+type owner struct {
+	srcs []sourceRRs // sources with records, sorted by source
+	ents int         // sources that only make the name exist
+}
+
+type sourceRRs struct {
+	src string
+	rrs []dns.RR
+}
+
+func (o *owner) find(src string) (int, bool) {
+	return slices.BinarySearchFunc(o.srcs, src, func(e sourceRRs, src string) int { return strings.Compare(e.src, src) })
+}
+
+func (o *owner) add(src string, rrs []dns.RR) {
+	if len(rrs) == 0 {
+		o.ents++
+		return
+	}
+	i, _ := o.find(src)
+	o.srcs = slices.Insert(o.srcs, i, sourceRRs{src, rrs})
+}
+
+// remove takes back src's contribution (records, or existence only).
+func (o *owner) remove(src string) {
+	if i, ok := o.find(src); ok {
+		o.srcs = slices.Delete(o.srcs, i, i+1)
+		return
+	}
+	o.ents--
+}
+
+func (o *owner) empty() bool { return len(o.srcs) == 0 && o.ents <= 0 }
+
+// setSource replaces everything one source contributes and marks the names it touched.
 func (tx *Tx) setSource(src string, r records) {
 	s := tx.s
-	touched := map[string]bool{}
 	for _, n := range s.sources[src] {
-		if _, still := r[n]; !still {
-			delete(s.names[n], src)
-			if len(s.names[n]) == 0 {
-				delete(s.names, n)
-			}
-			touched[n] = true
+		o := s.names[n]
+		o.remove(src)
+		if o.empty() {
+			delete(s.names, n)
 		}
+		tx.touched[n] = true
 	}
 	for n, rrs := range r {
-		if s.names[n] == nil {
-			s.names[n] = map[string][]dns.RR{}
+		o := s.names[n]
+		if o == nil {
+			o = &owner{}
+			s.names[n] = o
 		}
-		s.names[n][src] = rrs
-		touched[n] = true
+		o.add(src, rrs)
+		tx.touched[n] = true
 	}
 	if len(r) == 0 {
 		delete(s.sources, src)
 	} else {
 		s.sources[src] = slices.Collect(maps.Keys(r))
-	}
-	for n := range touched {
-		tx.touched[n] = true
 	}
 }
 
@@ -217,15 +252,15 @@ func (tx *Tx) shard(i int) map[string]*node {
 func (tx *Tx) rebuild(name string) {
 	tx.dirty = true
 	sh := tx.shard(int(hashString(name) % nShards))
-	srcs := tx.s.names[name]
-	if len(srcs) == 0 {
+	o := tx.s.names[name]
+	if o == nil {
 		delete(sh, name)
 		return
 	}
 	n := &node{name: name, apex: tx.s.cfg.apexOf(name)}
-	for _, src := range slices.Sorted(maps.Keys(srcs)) {
+	for _, e := range o.srcs {
 	next:
-		for _, rr := range srcs[src] {
+		for _, rr := range e.rrs {
 			t := rr.Header().Rrtype
 			for i := range n.sets {
 				if n.sets[i].typ == t {
