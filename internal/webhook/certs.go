@@ -28,10 +28,10 @@ const (
 // Lifetimes: the CA lives long (its certificate is the caBundle every apiserver
 // trusts), the serving certificate a year and is reissued a month before it ends.
 const (
-	caLifetime    = 10 * 365 * 24 * time.Hour
-	certLifetime  = 365 * 24 * time.Hour
-	renewBefore   = 30 * 24 * time.Hour
-	clockSkew = time.Hour
+	caLifetime   = 10 * 365 * 24 * time.Hour
+	certLifetime = 365 * 24 * time.Hour
+	renewBefore  = 30 * 24 * time.Hour
+	clockSkew    = time.Hour
 )
 
 // identity is who the serving certificate must name.
