@@ -56,7 +56,9 @@ func freeAddr(t *testing.T) string {
 // collectWarnings records the apiserver's Warning headers.
 type collectWarnings struct{ got []string }
 
-func (c *collectWarnings) HandleWarningHeader(_ int, _ string, text string) { c.got = append(c.got, text) }
+func (c *collectWarnings) HandleWarningHeader(_ int, _ string, text string) {
+	c.got = append(c.got, text)
+}
 
 // TestAgainstAPIServer registers the webhook of deploy/ with a real kube-apiserver,
 // pointed by URL at Run on 127.0.0.1, and checks what the apiserver itself refuses.
