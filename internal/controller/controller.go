@@ -38,7 +38,7 @@ type Config struct {
 	// Serve run on every replica from the start, before and during the election (the
 	// admission webhook): one failing ends Run.
 	Serve []Part
-	Log       *slog.Logger
+	Log   *slog.Logger
 	// Lease timings; defaults 15 s / 10 s / 2 s as kube-controller-manager.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 }
