@@ -135,11 +135,12 @@ spec:
 			t.Fatalf("kubectl apply accepted invalid settings:\n%s", out)
 		}
 		t.Logf("kubectl apply said:\n%s", out)
-		for _, want := range []string{`admission webhook "computenetworks.edgenet.io" denied the request`,
-			"spec.nodes: must be at least the number of Nodes",
-			"spec.externalServiceIPRanges[0]: must not contain the gateway",
-			"spec.externalServiceIPRanges[1]: overlaps spec.nodeIPRange",
-			"spec.upstreamDNS[0]: must be a unicast address reachable from pods"} {
+		// kubectl prints an Invalid error from its causes: one line per field path.
+		for _, want := range []string{`The ComputeNetwork "default" is invalid`,
+			`spec.nodes: Invalid value: "1": must be at least the number of Nodes in the cluster`,
+			`spec.externalServiceIPRanges[0]: Invalid value: "` + string(orig.Spec.Gateway) + `": must not contain the gateway`,
+			`spec.externalServiceIPRanges[1]: Invalid value: "` + string(orig.Spec.NodeIPRange) + `": overlaps spec.nodeIPRange`,
+			`spec.upstreamDNS[0]: Invalid value: "127.0.0.53": must be a unicast address reachable from pods`} {
 			if !strings.Contains(out, want) {
 				t.Errorf("kubectl output lacks %q", want)
 			}
