@@ -128,3 +128,34 @@ func TestSyncCABundle(t *testing.T) {
 		t.Error("missing configuration: no error")
 	}
 }
+
+// Replicas starting together race to create the Secret: all end up with the winner's.
+func TestEnsureSecretConcurrentReplicas(t *testing.T) {
+	c := fake.NewClientset()
+	const replicas = 4
+	got := make(chan bundle, replicas)
+	errs := make(chan error, replicas)
+	for range replicas {
+		go func() {
+			b, err := ensureSecret(context.Background(), c, "ns", "tls", testID, time.Now())
+			got <- b
+			errs <- err
+		}()
+	}
+	var first bundle
+	for i := range replicas {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		b := <-got
+		if i == 0 {
+			first = b
+		} else if !b.equal(first) {
+			t.Fatal("replicas serve different certificates")
+		}
+	}
+	sec, _ := c.CoreV1().Secrets("ns").Get(context.Background(), "tls", metav1.GetOptions{})
+	if !bundleOf(sec.Data).equal(first) {
+		t.Fatal("replicas serve what the Secret does not hold")
+	}
+}

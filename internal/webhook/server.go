@@ -102,6 +102,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer srv.Close()
 	t := time.NewTimer(0)
 	defer t.Stop()
+	backoff := time.Second
 	for {
 		select {
 		case <-ctx.Done():
@@ -115,8 +116,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		next := cfg.Resync
 		if err := s.sync(ctx); err != nil {
-			cfg.Log.Warn("webhook certificate or caBundle not in sync; retrying", "err", err)
-			next = min(next, 2*time.Second)
+			// Fast at first (the configuration may be applied a moment after us), then
+			// no more often than Resync.
+			backoff = min(2*backoff, cfg.Resync)
+			next = backoff
+			cfg.Log.Warn("webhook certificate or caBundle not in sync", "err", err, "retry", next)
+		} else {
+			backoff = time.Second
 		}
 		t.Reset(next)
 	}
