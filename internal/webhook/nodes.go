@@ -38,7 +38,7 @@ func NodeOf(n *corev1.Node) Node {
 // FieldErrors.
 func CheckNodes(s computenet.Settings, nodes []Node) error {
 	var errs computenet.FieldErrors
-	if len(nodes) > s.Nodes {
+	if len(nodes) > 0 && len(nodes) > s.Nodes {
 		errs = append(errs, computenet.FieldError{Field: computenet.FieldNodes, Value: fmt.Sprint(s.Nodes),
 			Reason: fmt.Sprintf("must be at least the number of Nodes in the cluster, %d (%s)", len(nodes), names(nodes))})
 	}
