@@ -9,7 +9,9 @@ const ComputeNetworkName = "default"
 
 // Condition types of ComputeNetwork status.
 const (
-	// ConditionReady is True when the settings are valid and applied (pools, DNS, IPAM follow them).
+	// ConditionReady is True (reason Valid) when the settings pass the admission webhook's checks against the
+	// current Nodes; False with reason Invalid (settings stored before the webhook ran) or NodesOutside (a Node
+	// not covered by spec.nodes or spec.nodeIPRange). Kept by edgenet controller's leader.
 	ConditionReady = "Ready"
 )
 

@@ -34,6 +34,7 @@ import (
 	"edgenet.io/edgenet/internal/proxy"
 	"edgenet.io/edgenet/internal/routing"
 	"edgenet.io/edgenet/internal/version"
+	"edgenet.io/edgenet/internal/webhook"
 )
 
 const usage = `usage: edgenet <command> [flags]
@@ -44,7 +45,8 @@ commands:
   status   show the appliance's nodes, components and ranges
   agent    run the per-node agent (the DaemonSet)
   dns      run the cluster DNS server (the Deployment behind the DNS service IP)
-  controller  run the cluster-wide controllers (EndpointSlices, LoadBalancer IPs) under leader election
+  controller  run the cluster-wide controllers (EndpointSlices, LoadBalancer IPs, ComputeNetwork status) under
+           leader election, and the ComputeNetwork admission webhook on every replica
   version  print the version
 
 Run 'edgenet <command> -h' for a command's flags.
@@ -262,7 +264,8 @@ func splitList(s string) []string {
 func controllerCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("edgenet controller", flag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (default: in-cluster)")
-	ns := fs.String("namespace", envOr("POD_NAMESPACE", "edgenet-system"), "namespace of the leader Lease")
+	ns := fs.String("namespace", envOr("POD_NAMESPACE", "edgenet-system"), "namespace of the leader Lease and the webhook's Service and Secret")
+	webhookAddr := fs.String("webhook-addr", webhook.DefaultAddr, "listen address of the ComputeNetwork admission webhook (HTTPS)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -282,7 +285,17 @@ func controllerCmd(ctx context.Context, args []string) error {
 	log := newLogger("controller")
 	return controller.Run(ctx, controller.Config{
 		Client: kube, Edgenet: en, Namespace: *ns, Log: log,
+		Serve: []controller.Part{
+			{Name: "webhook", Run: func(ctx context.Context) error {
+				wlog := log.With("part", "webhook")
+				return webhook.Run(ctx, webhook.Config{Client: kube, Namespace: *ns, Addr: *webhookAddr, Log: wlog,
+					Handler: &webhook.Handler{Nodes: webhook.ClientNodes{Client: kube}, Log: wlog}})
+			}},
+		},
 		Parts: []controller.Part{
+			{Name: "computenetwork-status", Run: func(ctx context.Context) error {
+				return controller.RunComputeNetworkStatus(ctx, kube, en, log.With("part", "computenetwork-status"))
+			}},
 			{Name: "endpointslices", Run: func(ctx context.Context) error {
 				return endpoints.Run(ctx, endpoints.Config{Clientset: kube, Logger: log})
 			}},

@@ -265,11 +265,6 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	if err := applyDeploy(ctx, l, bin, s); err != nil {
 		return err
 	}
-	if err := st.waitFor(ctx, "the ComputeNetwork object", func() (bool, error) {
-		return createComputeNetwork(ctx, l, s) == nil, nil
-	}); err != nil {
-		return err
-	}
 	if err := st.waitFor(ctx, "edgenet agent running on every node", func() (bool, error) {
 		return agentsReady(ctx, client, len(st.Nodes))
 	}); err != nil {
@@ -300,6 +295,23 @@ func Up(ctx context.Context, cfg Config) (err error) {
 		}); err != nil {
 			return err
 		}
+	}
+	// The ComputeNetwork's admission webhook (failurePolicy Fail) is served by the
+	// edgenet controller, reached through its ClusterIP by the apiserver in node1's
+	// namespace: the object can be created only once the controller runs, the agents
+	// proxy, and its EndpointSlice exists. Nothing before needs the object.
+	var lastErr error
+	if err := st.waitFor(ctx, "the ComputeNetwork object (through its admission webhook)", func() (bool, error) {
+		lastErr = createComputeNetwork(ctx, l, s)
+		if apierrors.IsInvalid(lastErr) {
+			return false, lastErr // the webhook's verdict, not a webhook that is not up yet
+		}
+		return lastErr == nil, nil
+	}); err != nil {
+		if lastErr != nil && !apierrors.IsInvalid(lastErr) {
+			err = fmt.Errorf("%w (last attempt: %v)", err, lastErr)
+		}
+		return err
 	}
 	step("ready")
 	fmt.Fprintf(cfg.Out, "\nThe edgenet appliance is up: %d nodes on %s.\n  export KUBECONFIG=%s\n  kubectl get nodes -o wide\n",

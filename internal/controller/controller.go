@@ -1,8 +1,10 @@
 // Package controller is `edgenet controller`, the cluster-wide Deployment: under
 // leader election (one active replica, a Lease in its namespace) it runs the
-// EndpointSlice controller and the LoadBalancer IP controller. It owns the
-// EndpointSlices managed by endpointslice.edgenet.io and the status of Services of type
-// LoadBalancer of our class; nothing on any node.
+// EndpointSlice controller, the LoadBalancer IP controller and the ComputeNetwork
+// status; every replica, leader or not, serves the ComputeNetwork admission webhook.
+// It owns the EndpointSlices managed by endpointslice.edgenet.io, the status of
+// Services of type LoadBalancer of our class and the Ready condition and nodeIPsUsed
+// of the ComputeNetwork; nothing on any node.
 package controller
 
 import (
@@ -32,8 +34,11 @@ type Config struct {
 	Edgenet   *v1.Client
 	Namespace string // where the leader Lease lives
 	Identity  string // this replica (default: hostname)
-	Parts     []Part
-	Log       *slog.Logger
+	Parts     []Part // run by the leader
+	// Serve run on every replica from the start, before and during the election (the
+	// admission webhook): one failing ends Run.
+	Serve []Part
+	Log   *slog.Logger
 	// Lease timings; defaults 15 s / 10 s / 2 s as kube-controller-manager.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 }
@@ -88,12 +93,28 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	le.Run(ctx)
-	if runErr != nil {
-		return runErr
+	g, gctx := errgroup.WithContext(ctx)
+	for _, p := range cfg.Serve {
+		g.Go(func() error {
+			if err := p.Run(gctx); err != nil {
+				return fmt.Errorf("%s: %w", p.Name, err)
+			}
+			if gctx.Err() == nil {
+				return fmt.Errorf("controller: %s ended", p.Name)
+			}
+			return nil
+		})
 	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	return fmt.Errorf("controller: lost the leader lease")
+	g.Go(func() error {
+		le.Run(gctx)
+		cancel()
+		if runErr != nil {
+			return runErr
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("controller: lost the leader lease")
+	})
+	return g.Wait()
 }
