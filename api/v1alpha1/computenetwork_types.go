@@ -108,9 +108,11 @@ type ComputeNetworkSpec struct {
 	// +kubebuilder:default="cluster.local"
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="clusterDomain cannot change once the cluster exists (kubelets and every pod's DNS search path use it)"
 	ClusterDomain string `json:"clusterDomain,omitempty"`
 
 	// UpstreamDNS are the resolvers the cluster DNS forwards other names to; empty means the host's.
+	// Changes take effect at once: `edgenet dns` follows them.
 	//
 	// +optional
 	// +kubebuilder:validation:MaxItems=8

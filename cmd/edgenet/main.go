@@ -224,6 +224,7 @@ func dnsCmd(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.TTL, "ttl", 5*time.Second, "TTL of cluster records")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", ":9153", "address of /metrics, /ready and /health (\"-\" disables)")
 	fs.IntVar(&cfg.CacheSize, "cache-size", 10000, "answers kept by the forwarding cache")
+	fs.BoolVar(&cfg.FollowComputeNetwork, "follow-compute-network", false, "forward to the ComputeNetwork's upstreamDNS as it changes (falling back to --upstream)")
 	podCIDR := fs.String("pod-cidr", envOr("EDGENET_POD_CIDR", d.PodCIDR.String()), "pod CIDR (its reverse zone is answered locally)")
 	svcCIDR := fs.String("service-cidr", envOr("EDGENET_SERVICE_CIDR", d.ServiceCIDR.String()), "service CIDR (its 10th address is the DNS service IP)")
 	if err := fs.Parse(args); err != nil {

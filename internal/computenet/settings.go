@@ -189,7 +189,7 @@ func addrString(a netip.Addr) string {
 
 // CheckUpdate refuses changes to what the running cluster has baked in: pod CIDR,
 // service CIDR and pod block size (pods, ClusterIPs and IPAM blocks are allocated
-// from them). Everything else may change. It does not Validate new.
+// from them) and the cluster domain. Everything else may change. It does not Validate new.
 func CheckUpdate(old, new Settings) error {
 	var c collector
 	const reason = "cannot change once the cluster exists (was %q)"
@@ -201,6 +201,10 @@ func CheckUpdate(old, new Settings) error {
 	}
 	if old.BlockSize != new.BlockSize {
 		c.add(FieldPodBlockSize, fmt.Sprint(new.BlockSize), reason, fmt.Sprint(old.BlockSize))
+	}
+	// Kubelets and every pod's DNS search path were made with it.
+	if old.ClusterDomain != new.ClusterDomain {
+		c.add(FieldClusterDomain, new.ClusterDomain, reason, old.ClusterDomain)
 	}
 	return c.err()
 }

@@ -494,12 +494,11 @@ func TestCheckUpdate(t *testing.T) {
 		want []fe
 	}{
 		{name: "unchanged", edit: func(*Settings) {}},
-		{name: "external ranges, node range, DNS, domain and nodes may change", edit: func(s *Settings) {
+		{name: "external ranges, node range, DNS and nodes may change", edit: func(s *Settings) {
 			s.ExternalIPs = append(s.ExternalIPs, rng("192.168.50.200-192.168.50.220"))
 			s.NodeIPs = rng("192.168.50.10-192.168.50.40")
 			s.Nodes = 5
 			s.UpstreamDNS = []netip.Addr{addr("192.0.2.53")}
-			s.ClusterDomain = "edge.example"
 			s.SiteSubnet, s.Gateway = pfx("192.168.50.0/23"), addr("192.168.51.254")
 		}},
 		{name: "pod CIDR", edit: func(s *Settings) { s.PodCIDR = pfx("10.244.0.0/16") },
@@ -508,6 +507,8 @@ func TestCheckUpdate(t *testing.T) {
 			want: []fe{{"spec.serviceCIDR", immutable}}},
 		{name: "block size", edit: func(s *Settings) { s.BlockSize = 24 },
 			want: []fe{{"spec.podBlockSize", immutable + ` (was "26")`}}},
+		{name: "cluster domain", edit: func(s *Settings) { s.ClusterDomain = "edge.example" },
+			want: []fe{{"spec.clusterDomain", immutable + ` (was "cluster.local")`}}},
 		{name: "all three", edit: func(s *Settings) { s.PodCIDR, s.ServiceCIDR, s.BlockSize = netip.Prefix{}, pfx("10.96.0.0/12"), 25 },
 			want: []fe{{"spec.podCIDR", immutable}, {"spec.serviceCIDR", immutable}, {"spec.podBlockSize", immutable}}},
 	} {

@@ -10,14 +10,19 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
 	mdns "github.com/miekg/dns"
 	"golang.org/x/sync/errgroup"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"edgenet.io/edgenet/api/v1alpha1"
 	"edgenet.io/edgenet/internal/dns/kube"
 	"edgenet.io/edgenet/internal/dns/server"
 	"edgenet.io/edgenet/internal/dns/zone"
@@ -46,7 +51,11 @@ type Config struct {
 	MetricsAddr string
 	// CacheSize bounds the forwarding cache (default 10000 answers).
 	CacheSize int
-	Logger    *slog.Logger
+	// FollowComputeNetwork makes the upstreams follow spec.upstreamDNS of the cluster's
+	// ComputeNetwork while it runs (the resolvers of Upstreams / ResolvConf when it names
+	// none, or while it does not exist).
+	FollowComputeNetwork bool
+	Logger               *slog.Logger
 }
 
 // Run serves until ctx is done. It starts answering (forwarded names, and the zone's own records) at once and
@@ -101,10 +110,30 @@ func Run(ctx context.Context, cfg Config) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx) })
 	g.Go(func() error { return kube.New(client, store, log).Run(ctx) })
+	if cfg.FollowComputeNetwork {
+		edge, err := v1alpha1.NewForConfig(rc)
+		if err != nil {
+			return fmt.Errorf("dns: %w", err)
+		}
+		g.Go(func() error { return followUpstreams(ctx, edge, srv, ups, log) })
+	}
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
+}
+
+// upstreamAddr normalizes a resolver given as an IP or IP:port to ip:port.
+func upstreamAddr(u, port string) (string, error) {
+	if ap, err := netip.ParseAddrPort(u); err == nil {
+		return ap.String(), nil
+	}
+	a, err := netip.ParseAddr(u)
+	if err != nil {
+		return "", fmt.Errorf("dns: upstream %q: not an IP address or IP:port", u)
+	}
+	p, _ := strconv.Atoi(port)
+	return net.JoinHostPort(a.String(), strconv.Itoa(p)), nil
 }
 
 func seconds(d time.Duration) uint32 {
@@ -130,16 +159,50 @@ func upstreams(cfg Config) ([]string, error) {
 	}
 	var out []string
 	for _, u := range list {
-		if ap, err := netip.ParseAddrPort(u); err == nil {
-			out = append(out, ap.String())
-			continue
-		}
-		a, err := netip.ParseAddr(u)
+		ap, err := upstreamAddr(u, port)
 		if err != nil {
-			return nil, fmt.Errorf("dns: upstream %q: not an IP address or IP:port", u)
+			return nil, err
 		}
-		p, _ := strconv.Atoi(port)
-		out = append(out, net.JoinHostPort(a.String(), strconv.Itoa(p)))
+		out = append(out, ap)
 	}
 	return out, nil
+}
+
+// followUpstreams points the forwarder at the ComputeNetwork's upstreamDNS, and back at
+// the configured ones when it names none.
+func followUpstreams(ctx context.Context, client *v1alpha1.Client, srv *server.Server, fallback []string, log *slog.Logger) error {
+	inf := client.ComputeNetworks().NewInformer(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", v1alpha1.ComputeNetworkName).String()
+	}, 0)
+	apply := func(obj any) {
+		want := fallback
+		if cn, ok := obj.(*v1alpha1.ComputeNetwork); ok && len(cn.Spec.UpstreamDNS) > 0 {
+			want = nil
+			for _, a := range cn.Spec.UpstreamDNS {
+				ap, err := upstreamAddr(string(a), "53")
+				if err != nil {
+					log.Error("ComputeNetwork upstreamDNS ignored", "component", "dns", "upstream", a, "err", err)
+					return
+				}
+				want = append(want, ap)
+			}
+		}
+		if slices.Equal(want, srv.Upstreams()) {
+			return
+		}
+		if err := srv.SetUpstreams(want); err != nil {
+			log.Error("upstreams unchanged", "component", "dns", "err", err)
+			return
+		}
+		log.Info("upstreams changed", "component", "dns", "upstreams", want)
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    apply,
+		UpdateFunc: func(_, o any) { apply(o) },
+		DeleteFunc: func(any) { apply(nil) },
+	}); err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	inf.Run(ctx.Done())
+	return nil
 }

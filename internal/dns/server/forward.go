@@ -16,7 +16,9 @@ import (
 // forwarder resolves names outside the cluster zone through upstream resolvers, with a cache of positive and
 // negative answers (RFC 2308), prefetch of popular entries and serve-stale (RFC 8767).
 type forwarder struct {
-	upstreams []string
+	// upstreams change when the admin changes the Compute network settings; a query
+	// uses the list it started with.
+	upstreams atomic.Pointer[[]string]
 	timeout   time.Duration
 	cache     *cache
 	flight    singleflight.Group
@@ -226,7 +228,7 @@ func (f *forwarder) maybePrefetch(k cacheKey, e *entry, now time.Time) {
 	f.m.prefetch.Inc()
 	go func() {
 		defer func() { <-f.bg }()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*f.timeout*time.Duration(max(1, len(f.upstreams))))
+		ctx, cancel := context.WithTimeout(context.Background(), 2*f.timeout*time.Duration(max(1, len(*f.upstreams.Load()))))
 		defer cancel()
 		_, _ = f.fetch(ctx, k)
 	}()
@@ -250,7 +252,8 @@ func (f *forwarder) fetch(ctx context.Context, k cacheKey) (*dns.Msg, error) {
 }
 
 func (f *forwarder) exchange(ctx context.Context, k cacheKey) (*dns.Msg, error) {
-	if len(f.upstreams) == 0 {
+	ups := *f.upstreams.Load()
+	if len(ups) == 0 {
 		return nil, errNoUpstream
 	}
 	q := new(dns.Msg)
@@ -259,8 +262,8 @@ func (f *forwarder) exchange(ctx context.Context, k cacheKey) (*dns.Msg, error) 
 	q.SetEdns0(1232, k.do)
 	start := int(f.next.Add(1))
 	var errs []error
-	for i := range f.upstreams {
-		up := f.upstreams[(start+i)%len(f.upstreams)]
+	for i := range ups {
+		up := ups[(start+i)%len(ups)]
 		m, err := f.exchangeOne(ctx, q, up)
 		if err == nil {
 			return m, nil

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -84,10 +85,8 @@ func New(cfg Config, z Zone) (*Server, error) {
 	if len(cfg.Listen) == 0 {
 		return nil, errors.New("server: no listen address")
 	}
-	for _, u := range cfg.Upstreams {
-		if _, err := netip.ParseAddrPort(u); err != nil {
-			return nil, fmt.Errorf("server: upstream %q: %w", u, err)
-		}
+	if err := checkUpstreams(cfg.Upstreams); err != nil {
+		return nil, err
 	}
 	def := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -122,9 +121,35 @@ func New(cfg Config, z Zone) (*Server, error) {
 		staleWindow: cfg.StaleWindow, prefetchMin: cfg.PrefetchHits,
 	})
 	s.m = newMetrics(cfg.Registry, func() float64 { return float64(c.len()) }, func() float64 { return float64(z.Snapshot().Len()) })
-	s.fwd = &forwarder{upstreams: cfg.Upstreams, timeout: cfg.UpstreamTimeout, cache: c, m: s.m, now: time.Now, bg: make(chan struct{}, 64)}
+	s.fwd = &forwarder{timeout: cfg.UpstreamTimeout, cache: c, m: s.m, now: time.Now, bg: make(chan struct{}, 64)}
+	ups := slices.Clone(cfg.Upstreams)
+	s.fwd.upstreams.Store(&ups)
 	return s, nil
 }
+
+func checkUpstreams(ups []string) error {
+	for _, u := range ups {
+		if _, err := netip.ParseAddrPort(u); err != nil {
+			return fmt.Errorf("server: upstream %q: %w", u, err)
+		}
+	}
+	return nil
+}
+
+// SetUpstreams replaces the resolvers of names outside the zone (ip:port each); an
+// invalid list is refused and changes nothing. Cached answers stay: they were right
+// when fetched and expire by their TTL.
+func (s *Server) SetUpstreams(ups []string) error {
+	if err := checkUpstreams(ups); err != nil {
+		return err
+	}
+	ups = slices.Clone(ups)
+	s.fwd.upstreams.Store(&ups)
+	return nil
+}
+
+// Upstreams returns the resolvers in use.
+func (s *Server) Upstreams() []string { return slices.Clone(*s.fwd.upstreams.Load()) }
 
 // Listen binds every UDP and TCP socket (and the HTTP one); errors leave nothing bound.
 func (s *Server) Listen() (err error) {
