@@ -6,5 +6,5 @@ import "embed"
 
 // FS holds the kustomization and its resources.
 //
-//go:embed kustomization.yaml base appliance crds
+//go:embed kustomization.yaml base appliance crds demo
 var FS embed.FS
