@@ -1,5 +1,6 @@
 // Package deploy embeds the manifests that install edgenet on a cluster, so that
-// `edgenet up` applies exactly what `kubectl apply -k deploy/` applies elsewhere.
+// `edgenet up` applies exactly what `kubectl apply -k deploy/` applies elsewhere, and
+// the demo application of deploy/demo/ that up deploys after it.
 package deploy
 
 import "embed"
