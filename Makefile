@@ -23,6 +23,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/edgenet ./cmd/edgenet
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/testapp ./test/images/testapp
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/pause ./test/images/pause
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/demo-web ./cmd/demo-web
 
 up: deps kube build
 	bin/edgenet up $(UP_FLAGS)

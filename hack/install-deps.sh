@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages edgenet needs to build, run and test, when missing.
+# Installs the Debian packages edgenet needs to build, run and test, when missing
+# (redis-server goes into the demo's image; curl is what the printed demo commands use).
 set -euo pipefail
 pkgs=(
 	etcd-server containerd runc nftables iproute2 conntrack util-linux procps
 	ca-certificates dnsmasq-base
+	redis-server curl
 )
 # `install-deps.sh bench`: what the side-by-side benchmarks run against.
 if [ "${1:-}" = bench ]; then

@@ -313,9 +313,15 @@ func Up(ctx context.Context, cfg Config) (err error) {
 		}
 		return err
 	}
+	step("demo app")
+	demo, err := deployDemo(ctx, cfg, client, st)
+	if err != nil {
+		return err
+	}
 	step("ready")
 	fmt.Fprintf(cfg.Out, "\nThe edgenet appliance is up: %d nodes on %s.\n  export KUBECONFIG=%s\n  kubectl get nodes -o wide\n",
 		len(st.Nodes), s.SiteSubnet, l.kubeconfig("admin"))
+	demo.print(cfg.Out)
 	return nil
 }
 
@@ -329,12 +335,12 @@ func checkPrereqs(cfg Config) error {
 			missing = append(missing, c)
 		}
 	}
-	for _, f := range []string{
+	for _, f := range append([]string{
 		filepath.Join(cfg.KubeBinDir, "kube-apiserver"), filepath.Join(cfg.KubeBinDir, "kube-controller-manager"),
 		filepath.Join(cfg.KubeBinDir, "kube-scheduler"), filepath.Join(cfg.KubeBinDir, "kubelet"),
 		filepath.Join(cfg.KubeBinDir, "kubectl"),
 		filepath.Join(cfg.BinDir, "edgenet"), filepath.Join(cfg.BinDir, "testapp"), filepath.Join(cfg.BinDir, "pause"),
-	} {
+	}, demoPrereqs(cfg.BinDir)...) {
 		if _, err := os.Stat(f); err != nil {
 			missing = append(missing, f)
 		}

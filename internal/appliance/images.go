@@ -35,7 +35,11 @@ func appImages(binDir string) ([]imageSpec, error) {
 	if err := addWithLibs(files, "/usr/sbin/nft"); err != nil {
 		return nil, err
 	}
-	return []imageSpec{
+	demo, err := demoImages(binDir)
+	if err != nil {
+		return nil, err
+	}
+	return append([]imageSpec{
 		{
 			ref:   edgenetImage,
 			files: files,
@@ -45,7 +49,7 @@ func appImages(binDir string) ([]imageSpec, error) {
 		},
 		{ref: testappImage, files: map[string]string{"testapp": filepath.Join(binDir, "testapp")}, entrypoint: []string{"/testapp"}},
 		{ref: pauseImage, files: map[string]string{"pause": filepath.Join(binDir, "pause")}, entrypoint: []string{"/pause"}},
-	}, nil
+	}, demo...), nil
 }
 
 // addWithLibs adds the host binary bin and every shared library ldd resolves for it,
