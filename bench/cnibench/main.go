@@ -27,6 +27,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"edgenet.io/edgenet/bench/internal/report"
+	cnipkg "edgenet.io/edgenet/internal/cni"
 	"edgenet.io/edgenet/internal/ipam"
 )
 
@@ -60,6 +61,8 @@ type result struct {
 	total        time.Duration
 	failures     int
 	firstFailure error
+	// steps are edgenet-cni's own timings per call (cni.TimingEnv), ADD then DEL lines.
+	steps []string
 }
 
 func run() error {
@@ -120,14 +123,26 @@ func run() error {
 			"ipam":{"type":"host-local","ranges":[[{"subnet":"10.97.0.0/16"}]],"dataDir":%q}}]}`, filepath.Join(tmp, "host-local"))},
 	}
 	var results []result
-	for _, c := range confs {
+	timings := filepath.Join(tmp, "timings")
+	for i, c := range confs {
 		list, err := libcni.ConfListFromBytes([]byte(c.json))
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
+		if i == 0 { // libcni passes the process environment on to plugins
+			os.Setenv(cnipkg.TimingEnv, timings)
+		}
 		r, err := measure(ctx, cni, list, c.name, *n)
+		os.Unsetenv(cnipkg.TimingEnv)
 		if err != nil {
 			return err
+		}
+		if i == 0 {
+			data, err := os.ReadFile(timings)
+			if err != nil {
+				return fmt.Errorf("edgenet-cni timings: %w", err)
+			}
+			r.steps = strings.Split(strings.TrimSpace(string(data)), "\n")
 		}
 		results = append(results, r)
 	}
@@ -217,9 +232,77 @@ func render(rs []result, n int) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.0f |\n", r.name, ms(pct(r.add, .5)), ms(pct(r.add, .99)),
 			ms(pct(r.del, .5)), ms(pct(r.del, .99)), float64(len(r.add))/r.total.Seconds())
 	}
+	for _, r := range rs {
+		if len(r.steps) > 0 {
+			b.WriteString(renderSteps(r))
+		}
+	}
 	if len(rs) == 2 && pct(rs[1].add, .5) > 0 {
 		fmt.Fprintf(&b, "\nADD p50 ratio edgenet/reference: %.2f; p99 ratio: %.2f\n",
 			float64(pct(rs[0].add, .5))/float64(pct(rs[1].add, .5)), float64(pct(rs[0].add, .99))/float64(pct(rs[1].add, .99)))
+	}
+	return b.String()
+}
+
+// renderSteps breaks a plugin's latency down by its own per-step timings; "exec" is what the caller saw less the
+// plugin's own total: fork/exec, Go runtime start and package init, and reading the result.
+func renderSteps(r result) string {
+	type opSteps struct {
+		order []string
+		vals  map[string][]time.Duration
+	}
+	ops := map[string]*opSteps{}
+	seen := map[string]int{}
+	for _, line := range r.steps {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		op := f[0]
+		o := ops[op]
+		if o == nil {
+			o = &opSteps{vals: map[string][]time.Duration{}}
+			ops[op] = o
+		}
+		var caller []time.Duration
+		switch op {
+		case "ADD":
+			caller = r.add
+		case "DEL":
+			caller = r.del
+		}
+		idx := seen[op]
+		seen[op]++
+		for _, kv := range f[1:] {
+			k, v, ok := strings.Cut(kv, "=")
+			d, err := time.ParseDuration(v)
+			if !ok || err != nil {
+				continue
+			}
+			if _, ok := o.vals[k]; !ok {
+				o.order = append(o.order, k)
+			}
+			o.vals[k] = append(o.vals[k], d)
+			if k == "total" && idx < len(caller) {
+				if _, ok := o.vals["exec"]; !ok {
+					o.order = append([]string{"exec"}, o.order...)
+				}
+				o.vals["exec"] = append(o.vals["exec"], caller[idx]-d)
+			}
+		}
+	}
+	var b strings.Builder
+	for _, op := range []string{"ADD", "DEL"} {
+		o := ops[op]
+		if o == nil {
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s %s steps (p50 / p99): ", r.name, op)
+		var parts []string
+		for _, k := range o.order {
+			parts = append(parts, fmt.Sprintf("%s %s / %s", k, ms(pct(o.vals[k], .5)), ms(pct(o.vals[k], .99))))
+		}
+		b.WriteString(strings.Join(parts, ", ") + "\n")
 	}
 	return b.String()
 }
