@@ -118,9 +118,9 @@ func TestStateSurvivesRestart(t *testing.T) {
 	}
 	a.Release(h("c2"))
 	delete(want, "c2")
-	// A crash between writing the temporary file and linking it leaves a .tmp- file: never an allocation.
+	// The earlier write-then-link scheme left .tmp- files on a crash: never an allocation.
 	os.WriteFile(filepath.Join(dir, "addrs", ".tmp-deadbeef"), []byte(`{"addr":"10.3.0.200"}`), 0o644)
-	// A torn file (disk damage) keeps its IP reserved under an empty owner until GC.
+	// A torn file (a crash mid-write, or disk damage) keeps its IP reserved under an empty owner until GC.
 	os.WriteFile(filepath.Join(dir, "addrs", "10.3.0.100"), []byte(`{"add`), 0o644)
 
 	if _, err := New(Config{Dir: dir, PodCIDR: netip.MustParsePrefix("10.3.0.0/24"), Source: NewStaticBlocks(Blocking{}, 0)}); err == nil {
@@ -200,6 +200,45 @@ func TestConcurrentAllocateUnique(t *testing.T) {
 	wg.Wait()
 	if len(a.Allocations()) != 320 {
 		t.Errorf("%d allocations, want 320", len(a.Allocations()))
+	}
+}
+
+// TestConcurrentAllocateSameHandle: calls for one attachment racing each other (a runtime retrying an ADD)
+// get one IP, allocated once, and every call returns only once it is on disk.
+func TestConcurrentAllocateSameHandle(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := newTestAllocator(t, dir, "10.5.0.0/24", 26, 0)
+	for round := range 20 {
+		id := fmt.Sprint("same", round)
+		var mu sync.Mutex
+		ips := map[netip.Addr]int{}
+		news := 0
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				ip, isNew, err := a.Allocate(context.Background(), h(id))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := os.Stat(filepath.Join(dir, "addrs", ip.String())); err != nil {
+					t.Errorf("Allocate returned %s before its file exists: %v", ip, err)
+				}
+				mu.Lock()
+				ips[ip]++
+				if isNew {
+					news++
+				}
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if len(ips) != 1 || news != 1 {
+			t.Fatalf("round %d: 8 concurrent calls for one handle got %v with %d new, want one IP allocated once", round, ips, news)
+		}
+	}
+	if got := len(a.Allocations()); got != 20 {
+		t.Errorf("%d allocations, want 20", got)
 	}
 }
 
