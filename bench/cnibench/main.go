@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -61,6 +62,9 @@ type result struct {
 	total        time.Duration
 	failures     int
 	firstFailure error
+	// addCPU and delCPU are the CPU time (user+sys) of the plugin processes per call, load-independent
+	// where latency is not on a shared machine.
+	addCPU, delCPU []time.Duration
 	// steps are edgenet-cni's own timings per call (cni.TimingEnv), ADD then DEL lines.
 	steps []string
 }
@@ -70,7 +74,9 @@ func run() error {
 	refDir := flag.String("ref-plugins", "/usr/lib/cni", "directory of the reference plugins")
 	n := flag.Int("n", 200, "pods per plugin")
 	out := flag.String("out", "", "append the results table to this file")
+	before := flag.String("before", "", "another edgenet binary (e.g. an earlier build) to measure in the same run")
 	flag.Parse()
+	load := loadavg()
 
 	self, err := filepath.Abs(*edgenet)
 	if err != nil {
@@ -117,10 +123,29 @@ func run() error {
 	exe := &nsExec{node: node, DefaultExec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}}
 	cni := libcni.NewCNIConfigWithCacheDir([]string{bin, *refDir}, filepath.Join(tmp, "cache"), exe)
 
-	confs := []struct{ name, json string }{
-		{"edgenet-cni", `{"cniVersion":"1.0.0","name":"edgenet","plugins":[{"type":"edgenet-cni","ipamSocket":"@edgenet-ipam-bench"}]}`},
+	edgenetConf := `{"cniVersion":"1.0.0","name":"edgenet","plugins":[{"type":"edgenet-cni","ipamSocket":"@edgenet-ipam-bench"}]}`
+	confs := []struct {
+		name, json string
+		cni        *libcni.CNIConfig
+	}{
+		{"edgenet-cni", edgenetConf, cni},
 		{"bridge+host-local", fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ref","plugins":[{"type":"bridge","bridge":"cnibench0","isGateway":true,
-			"ipam":{"type":"host-local","ranges":[[{"subnet":"10.97.0.0/16"}]],"dataDir":%q}}]}`, filepath.Join(tmp, "host-local"))},
+			"ipam":{"type":"host-local","ranges":[[{"subnet":"10.97.0.0/16"}]],"dataDir":%q}}]}`, filepath.Join(tmp, "host-local")), cni},
+	}
+	if *before != "" {
+		old, err := filepath.Abs(*before)
+		if err != nil {
+			return err
+		}
+		oldBin := filepath.Join(tmp, "bin-before")
+		os.MkdirAll(oldBin, 0o755)
+		if err := os.Symlink(old, filepath.Join(oldBin, "edgenet-cni")); err != nil {
+			return err
+		}
+		confs = append(confs, struct {
+			name, json string
+			cni        *libcni.CNIConfig
+		}{"edgenet-cni (-before)", edgenetConf, libcni.NewCNIConfigWithCacheDir([]string{oldBin}, filepath.Join(tmp, "cache-before"), exe)})
 	}
 	var results []result
 	timings := filepath.Join(tmp, "timings")
@@ -132,7 +157,7 @@ func run() error {
 		if i == 0 { // libcni passes the process environment on to plugins
 			os.Setenv(cnipkg.TimingEnv, timings)
 		}
-		r, err := measure(ctx, cni, list, c.name, *n)
+		r, err := measure(ctx, c.cni, list, c.name, *n)
 		os.Unsetenv(cnipkg.TimingEnv)
 		if err != nil {
 			return err
@@ -146,7 +171,7 @@ func run() error {
 		}
 		results = append(results, r)
 	}
-	table := render(results, *n)
+	table := render(results, *n, load)
 	return report.Append(*out, table)
 }
 
@@ -188,22 +213,24 @@ func measure(ctx context.Context, cni *libcni.CNIConfig, list *libcni.NetworkCon
 	runtime.GC()
 	start := time.Now()
 	for _, p := range pods {
-		t0 := time.Now()
+		t0, c0 := time.Now(), childCPU()
 		if _, err := cni.AddNetworkList(ctx, list, p); err != nil {
 			r.failures++
 			r.firstFailure = errors.Join(r.firstFailure, err)
 			continue
 		}
 		r.add = append(r.add, time.Since(t0))
+		r.addCPU = append(r.addCPU, childCPU()-c0)
 	}
 	r.total = time.Since(start)
 	for _, p := range pods {
-		t0 := time.Now()
+		t0, c0 := time.Now(), childCPU()
 		if err := cni.DelNetworkList(ctx, list, p); err != nil {
 			r.failures++
 			continue
 		}
 		r.del = append(r.del, time.Since(t0))
+		r.delCPU = append(r.delCPU, childCPU()-c0)
 	}
 	if r.failures > 0 {
 		return r, fmt.Errorf("%s: %d failures: %v", name, r.failures, r.firstFailure)
@@ -223,14 +250,15 @@ func pct(d []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
-func render(rs []result, n int) string {
+func render(rs []result, n int, load string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n### CNI ADD/DEL, %d pods in sequence per plugin, one run (%s)\n\n", n, time.Now().UTC().Format(time.RFC3339))
-	fmt.Fprintln(&b, "| plugin | ADD p50 | ADD p99 | DEL p50 | DEL p99 | ADDs/s |")
-	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
+	fmt.Fprintf(&b, "Load average (1, 5, 15 min) before: %s, after: %s. CPU is user+system time of the plugin processes, the figure a shared machine does not distort.\n\n", load, loadavg())
+	fmt.Fprintln(&b, "| plugin | ADD p50 | ADD p99 | DEL p50 | DEL p99 | ADDs/s | CPU per ADD (p50) | CPU per DEL (p50) |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.0f |\n", r.name, ms(pct(r.add, .5)), ms(pct(r.add, .99)),
-			ms(pct(r.del, .5)), ms(pct(r.del, .99)), float64(len(r.add))/r.total.Seconds())
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.0f | %s | %s |\n", r.name, ms(pct(r.add, .5)), ms(pct(r.add, .99)),
+			ms(pct(r.del, .5)), ms(pct(r.del, .99)), float64(len(r.add))/r.total.Seconds(), ms(pct(r.addCPU, .5)), ms(pct(r.delCPU, .5)))
 	}
 	for _, r := range rs {
 		if len(r.steps) > 0 {
@@ -305,4 +333,21 @@ func renderSteps(r result) string {
 		b.WriteString(strings.Join(parts, ", ") + "\n")
 	}
 	return b.String()
+}
+
+// childCPU is the user+system time of this process's terminated children (and theirs, once waited for).
+func childCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
