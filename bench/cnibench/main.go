@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,6 +66,7 @@ type result struct {
 	// addCPU and delCPU are the CPU time (user+sys) of the plugin processes per call, load-independent
 	// where latency is not on a shared machine.
 	addCPU, delCPU []time.Duration
+	burst          *burstResult
 	// steps are edgenet-cni's own timings per call (cni.TimingEnv), ADD then DEL lines.
 	steps []string
 }
@@ -75,6 +77,7 @@ func run() error {
 	n := flag.Int("n", 200, "pods per plugin")
 	out := flag.String("out", "", "append the results table to this file")
 	before := flag.String("before", "", "another edgenet binary (e.g. an earlier build) to measure in the same run")
+	par := flag.Int("parallel", 10, "also run the n ADDs this many at a time, as a runtime starting many pods does (0: skip)")
 	flag.Parse()
 	load := loadavg()
 
@@ -169,6 +172,13 @@ func run() error {
 			}
 			r.steps = strings.Split(strings.TrimSpace(string(data)), "\n")
 		}
+		if *par > 0 {
+			b, err := burst(ctx, c.cni, list, c.name, *n, *par)
+			if err != nil {
+				return err
+			}
+			r.burst = &b
+		}
 		results = append(results, r)
 	}
 	table := render(results, *n, load)
@@ -238,6 +248,68 @@ func measure(ctx context.Context, cni *libcni.CNIConfig, list *libcni.NetworkCon
 	return r, nil
 }
 
+type burstResult struct {
+	parallel  int
+	wall, cpu time.Duration
+	add       []time.Duration
+}
+
+// burst runs n ADDs par at a time (then the DELs, untimed): the wall time and CPU say how fast the plugin lets a
+// node network many new pods at once.
+func burst(ctx context.Context, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, name string, n, par int) (burstResult, error) {
+	b := burstResult{parallel: par}
+	var pods []*libcni.RuntimeConf
+	for i := 0; i < n; i++ {
+		nsName := fmt.Sprintf("edgenet-t-bench-q%d", i)
+		_, cleanup, err := netnsNamed(nsName)
+		if err != nil {
+			return b, err
+		}
+		defer cleanup()
+		pods = append(pods, &libcni.RuntimeConf{ContainerID: fmt.Sprintf("burst%06d", i), NetNS: "/run/netns/" + nsName, IfName: "eth0",
+			Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", fmt.Sprint("q", i)}}})
+	}
+	each := func(f func(*libcni.RuntimeConf) error) error {
+		work := make(chan *libcni.RuntimeConf)
+		errs := make(chan error, len(pods))
+		for range par {
+			go func() {
+				for p := range work {
+					errs <- f(p)
+				}
+			}()
+		}
+		for _, p := range pods {
+			work <- p
+		}
+		close(work)
+		var all []error
+		for range pods {
+			all = append(all, <-errs)
+		}
+		return errors.Join(all...)
+	}
+	var mu sync.Mutex
+	runtime.GC()
+	t0, c0 := time.Now(), childCPU()
+	err := each(func(p *libcni.RuntimeConf) error {
+		t := time.Now()
+		_, err := cni.AddNetworkList(ctx, list, p)
+		mu.Lock()
+		b.add = append(b.add, time.Since(t))
+		mu.Unlock()
+		return err
+	})
+	b.wall, b.cpu = time.Since(t0), childCPU()-c0
+	if err != nil {
+		return b, fmt.Errorf("%s: parallel ADD: %w", name, err)
+	}
+	if err := each(func(p *libcni.RuntimeConf) error { return cni.DelNetworkList(ctx, list, p) }); err != nil {
+		return b, fmt.Errorf("%s: parallel DEL: %w", name, err)
+	}
+	return b, nil
+}
+
 func pct(d []time.Duration, p float64) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
@@ -259,6 +331,15 @@ func render(rs []result, n int, load string) string {
 	for _, r := range rs {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.0f | %s | %s |\n", r.name, ms(pct(r.add, .5)), ms(pct(r.add, .99)),
 			ms(pct(r.del, .5)), ms(pct(r.del, .99)), float64(len(r.add))/r.total.Seconds(), ms(pct(r.addCPU, .5)), ms(pct(r.delCPU, .5)))
+	}
+	if len(rs) > 0 && rs[0].burst != nil {
+		fmt.Fprintf(&b, "\n%d ADDs, %d at a time:\n\n| plugin | all done after | ADDs/s | ADD p50 | ADD p99 | CPU per ADD |\n|---|---|---|---|---|---|\n", n, rs[0].burst.parallel)
+		for _, r := range rs {
+			if br := r.burst; br != nil {
+				fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %s | %s |\n", r.name, ms(br.wall), float64(len(br.add))/br.wall.Seconds(),
+					ms(pct(br.add, .5)), ms(pct(br.add, .99)), ms(br.cpu/time.Duration(max(len(br.add), 1))))
+			}
+		}
 	}
 	for _, r := range rs {
 		if len(r.steps) > 0 {
