@@ -22,14 +22,18 @@ import (
 //	<dir>/lock          flock'ed for the Allocator's lifetime: one process owns the state at a time
 //	<dir>/addrs/<ip>    one file per allocated IP, holding the owner Handle as JSON
 //
-// An IP file is created with O_EXCL under its final name, written and fsync'ed, and the directory fsync'ed,
-// before Allocate returns. O_EXCL fails if the name exists, so the file system itself guarantees that an IP has
-// at most one owner. A SIGKILL or power cut at any point leaves either no file, or a file (perhaps empty or torn)
-// for an IP the caller never saw: such a file keeps its IP reserved with an unknown owner until GC frees it, so
-// an IP is never handed out twice. The file I/O runs outside the Allocator's lock with the IP reserved in memory,
-// so concurrent ADDs share journal commits instead of queueing one fsync pair each. Release unlinks the file
-// without a directory fsync: losing the unlink to a power cut only leaks the IP until GC, it never hands one out
-// twice. Temporary files of the earlier write-then-link(2) scheme are removed when the state is opened.
+// An IP file is created with O_EXCL under its final name and written with one write(2) before Allocate returns.
+// O_EXCL fails if the name exists, so the file system itself guarantees that an IP has at most one owner. The
+// file I/O runs outside the Allocator's lock with the IP reserved in memory.
+//
+// What the state must survive is the agent dying (SIGKILL, OOM kill, panic, upgrade) while pods live on: then
+// the page cache holds every file written, so a restarted agent sees every IP it handed out. A SIGKILL at any
+// point leaves no file, or a complete one, or an empty one for an IP the caller never saw (kept reserved with an
+// unknown owner until GC frees it). The state is not fsync'ed by default: what loses the page cache (a kernel
+// crash, a power cut) also ends every pod on the node, so no IP it could forget is live, and losing a release
+// only leaks the IP until GC. Config.Sync fsyncs each allocation and its directory entry for those who want the
+// records to survive power cuts too, at a journal commit per ADD. Temporary files of the earlier
+// write-then-link(2) scheme are removed when the state is opened.
 
 // ErrExhausted is wrapped by BlockSource.Claim when no block of the pod CIDR is left to claim, and by Allocate
 // when the pod CIDR is exhausted. Test with errors.Is or IsExhausted.
@@ -97,6 +101,10 @@ type Config struct {
 	// Source lists and claims this node's blocks.
 	Source BlockSource
 	Logger *slog.Logger
+	// Sync makes each allocation durable against power cuts (fsync of the file and the directory) before
+	// Allocate returns. Without it allocations survive the agent's crash, which is what keeps IPs unique; see
+	// the package's notes on durable state.
+	Sync bool
 }
 
 // Allocator hands out pod IPs from the node's blocks, durably. Safe for concurrent use; one per state directory.
@@ -314,7 +322,7 @@ func (a *Allocator) record(al Allocation) error {
 	return err
 }
 
-// write creates the file of al (O_EXCL: at most one owner per IP) and makes it and its name durable.
+// write creates the file of al (O_EXCL: at most one owner per IP), fsync'ed with Config.Sync.
 func (a *Allocator) write(al Allocation) error {
 	data, err := json.Marshal(al)
 	if err != nil {
@@ -325,13 +333,14 @@ func (a *Allocator) write(al Allocation) error {
 	if err != nil {
 		return fmt.Errorf("ipam: record allocation %s: %w", al.Addr, err)
 	}
-	if _, err = f.Write(data); err == nil {
+	_, err = f.Write(data)
+	if err == nil && a.cfg.Sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
+	if err == nil && a.cfg.Sync {
 		err = syncDir(a.dir)
 	}
 	if err != nil {

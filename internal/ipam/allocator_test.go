@@ -174,7 +174,19 @@ func contains(s []netip.Addr, x netip.Addr) bool {
 }
 
 func TestConcurrentAllocateUnique(t *testing.T) {
-	a, _ := newTestAllocator(t, t.TempDir(), "10.4.0.0/22", 26, 0)
+	for _, sync := range []bool{false, true} {
+		t.Run(fmt.Sprint("sync=", sync), func(t *testing.T) { concurrentAllocateUnique(t, sync) })
+	}
+}
+
+func concurrentAllocateUnique(t *testing.T, syncWrites bool) {
+	b, _ := NewBlocking(netip.MustParsePrefix("10.4.0.0/22"), 26)
+	dir := t.TempDir()
+	a, err := New(Config{Dir: dir, PodCIDR: b.CIDR, Source: NewStaticBlocks(b, 0), Sync: syncWrites})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
 	ctx := context.Background()
 	var mu sync.Mutex
 	got := map[netip.Addr]string{}
@@ -200,6 +212,13 @@ func TestConcurrentAllocateUnique(t *testing.T) {
 	wg.Wait()
 	if len(a.Allocations()) != 320 {
 		t.Errorf("%d allocations, want 320", len(a.Allocations()))
+	}
+	// Every allocation is on disk with its owner when Allocate returns.
+	for ip, id := range got {
+		data, err := os.ReadFile(filepath.Join(dir, "addrs", ip.String()))
+		if err != nil || !strings.Contains(string(data), `"containerID":"`+id+`"`) {
+			t.Errorf("file of %s (%s): %q, %v", ip, id, data, err)
+		}
 	}
 }
 
