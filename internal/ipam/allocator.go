@@ -216,18 +216,20 @@ func (a *Allocator) Allocate(ctx context.Context, h Handle) (addr netip.Addr, is
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if addr, ok := a.byKey[h.Key()]; ok {
-		if done, busy := a.pending[h.Key()]; busy {
-			// The same attachment is being allocated by a concurrent call: answer once it is durable.
-			a.mu.Unlock()
-			<-done
-			a.mu.Lock()
-			if addr, ok := a.byKey[h.Key()]; ok {
-				return addr, false, nil
-			}
-			return netip.Addr{}, false, fmt.Errorf("ipam: concurrent allocation for %s failed", h)
+	for {
+		addr, ok := a.byKey[h.Key()]
+		if !ok {
+			break
 		}
-		return addr, false, nil
+		done, busy := a.pending[h.Key()]
+		if !busy {
+			return addr, false, nil
+		}
+		// A concurrent call is recording this attachment's IP: answer once it is written (or, if that
+		// failed, try again here).
+		a.mu.Unlock()
+		<-done
+		a.mu.Lock()
 	}
 	blocks, err := a.cfg.Source.Blocks(ctx)
 	if err != nil {

@@ -339,3 +339,29 @@ func TestServeClient(t *testing.T) {
 		t.Errorf("STATUS after stop: %v, want unavailable", err)
 	}
 }
+
+// TestFileOnDiskWinsOverIndex: an IP whose file appeared behind the Allocator's back (another writer, a state
+// copied in) is never handed out: the allocation fails, the IP stays reserved, and the next call gets another.
+func TestFileOnDiskWinsOverIndex(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := newTestAllocator(t, dir, "10.6.0.0/24", 26, 0)
+	ctx := context.Background()
+	stray := filepath.Join(dir, "addrs", "10.6.0.1")
+	if err := os.WriteFile(stray, []byte(`{"addr":"10.6.0.1","handle":{"containerID":"other","ifName":"eth0"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ip, _, err := a.Allocate(ctx, h("c1")); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("Allocate over a stray file = %v, %v; want an error wrapping ErrExist", ip, err)
+	}
+	if _, ok := a.Lookup(h("c1")); ok {
+		t.Error("failed allocation left c1 holding an IP")
+	}
+	ip, isNew, err := a.Allocate(ctx, h("c1"))
+	if err != nil || !isNew || ip != netip.MustParseAddr("10.6.0.2") {
+		t.Fatalf("retry = %v new=%v %v, want 10.6.0.2", ip, isNew, err)
+	}
+	data, _ := os.ReadFile(stray)
+	if !strings.Contains(string(data), `"other"`) {
+		t.Errorf("stray file was changed: %q", data)
+	}
+}
