@@ -150,36 +150,33 @@ func run() error {
 			cni        *libcni.CNIConfig
 		}{"edgenet-cni (-before)", edgenetConf, libcni.NewCNIConfigWithCacheDir([]string{oldBin}, filepath.Join(tmp, "cache-before"), exe)})
 	}
-	var results []result
-	timings := filepath.Join(tmp, "timings")
+	var plugins []plugin
 	for i, c := range confs {
 		list, err := libcni.ConfListFromBytes([]byte(c.json))
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
-		if i == 0 { // libcni passes the process environment on to plugins
-			os.Setenv(cnipkg.TimingEnv, timings)
-		}
-		r, err := measure(ctx, c.cni, list, c.name, *n)
-		os.Unsetenv(cnipkg.TimingEnv)
-		if err != nil {
-			return err
-		}
+		p := plugin{name: c.name, cni: c.cni, list: list}
 		if i == 0 {
-			data, err := os.ReadFile(timings)
-			if err != nil {
-				return fmt.Errorf("edgenet-cni timings: %w", err)
-			}
-			r.steps = strings.Split(strings.TrimSpace(string(data)), "\n")
+			p.timings = filepath.Join(tmp, "timings")
 		}
-		if *par > 0 {
-			b, err := burst(ctx, c.cni, list, c.name, *n, *par)
+		plugins = append(plugins, p)
+	}
+	results, err := measure(ctx, plugins, *n)
+	if err != nil {
+		return err
+	}
+	if data, err := os.ReadFile(plugins[0].timings); err == nil {
+		results[0].steps = strings.Split(strings.TrimSpace(string(data)), "\n")
+	}
+	if *par > 0 {
+		for i, p := range plugins {
+			b, err := burst(ctx, p.cni, p.list, p.name, *n, *par)
 			if err != nil {
 				return err
 			}
-			r.burst = &b
+			results[i].burst = &b
 		}
-		results = append(results, r)
 	}
 	table := render(results, *n, load)
 	return report.Append(*out, table)
@@ -201,51 +198,75 @@ func netnsNamed(name string) (ns.NetNS, func(), error) {
 	return h, func() { h.Close(); exec.Command("ip", "netns", "del", name).Run() }, nil
 }
 
-func measure(ctx context.Context, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, name string, n int) (result, error) {
-	r := result{name: name}
-	var pods []*libcni.RuntimeConf
-	var cleanups []func()
-	defer func() {
-		for _, c := range cleanups {
-			c()
+// plugin is one network under test; timings, if set, is where it writes cni.TimingEnv lines.
+type plugin struct {
+	name    string
+	cni     *libcni.CNIConfig
+	list    *libcni.NetworkConfigList
+	timings string
+}
+
+// measure runs n ADDs and then n DELs per plugin in sequence, interleaving the plugins call by call so that each
+// sees the same machine load (which on a shared machine moves faster than a run takes).
+func measure(ctx context.Context, plugins []plugin, n int) ([]result, error) {
+	rs := make([]result, len(plugins))
+	pods := make([][]*libcni.RuntimeConf, len(plugins))
+	for j, p := range plugins {
+		rs[j].name = p.name
+		for i := 0; i < n; i++ {
+			nsName := fmt.Sprintf("edgenet-t-bench-p%d-%d", j, i)
+			_, cleanup, err := netnsNamed(nsName)
+			if err != nil {
+				return nil, err
+			}
+			defer cleanup()
+			pods[j] = append(pods[j], &libcni.RuntimeConf{ContainerID: fmt.Sprintf("bench%d-%06d", j, i), NetNS: "/run/netns/" + nsName, IfName: "eth0",
+				Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", fmt.Sprint("p", i)}}})
 		}
-	}()
-	for i := 0; i < n; i++ {
-		nsName := fmt.Sprintf("edgenet-t-bench-p%d", i)
-		_, cleanup, err := netnsNamed(nsName)
-		if err != nil {
-			return r, err
-		}
-		cleanups = append(cleanups, cleanup)
-		pods = append(pods, &libcni.RuntimeConf{ContainerID: fmt.Sprintf("bench%06d", i), NetNS: "/run/netns/" + nsName, IfName: "eth0",
-			Args: [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", fmt.Sprint("p", i)}}})
 	}
+	// call runs one plugin call with the plugin's timing file in the environment (libcni hands it on).
+	call := func(p plugin, f func() error) (time.Duration, time.Duration, error) {
+		os.Unsetenv(cnipkg.TimingEnv)
+		if p.timings != "" {
+			os.Setenv(cnipkg.TimingEnv, p.timings)
+		}
+		t0, c0 := time.Now(), childCPU()
+		err := f()
+		return time.Since(t0), childCPU() - c0, err
+	}
+	defer os.Unsetenv(cnipkg.TimingEnv)
 	runtime.GC()
-	start := time.Now()
-	for _, p := range pods {
-		t0, c0 := time.Now(), childCPU()
-		if _, err := cni.AddNetworkList(ctx, list, p); err != nil {
-			r.failures++
-			r.firstFailure = errors.Join(r.firstFailure, err)
-			continue
+	for i := 0; i < n; i++ {
+		for j, p := range plugins {
+			r := &rs[j]
+			d, c, err := call(p, func() error { _, err := p.cni.AddNetworkList(ctx, p.list, pods[j][i]); return err })
+			if err != nil {
+				r.failures++
+				r.firstFailure = errors.Join(r.firstFailure, err)
+				continue
+			}
+			r.add, r.addCPU = append(r.add, d), append(r.addCPU, c)
+			r.total += d
 		}
-		r.add = append(r.add, time.Since(t0))
-		r.addCPU = append(r.addCPU, childCPU()-c0)
 	}
-	r.total = time.Since(start)
-	for _, p := range pods {
-		t0, c0 := time.Now(), childCPU()
-		if err := cni.DelNetworkList(ctx, list, p); err != nil {
-			r.failures++
-			continue
+	for i := 0; i < n; i++ {
+		for j, p := range plugins {
+			r := &rs[j]
+			d, c, err := call(p, func() error { return p.cni.DelNetworkList(ctx, p.list, pods[j][i]) })
+			if err != nil {
+				r.failures++
+				r.firstFailure = errors.Join(r.firstFailure, err)
+				continue
+			}
+			r.del, r.delCPU = append(r.del, d), append(r.delCPU, c)
 		}
-		r.del = append(r.del, time.Since(t0))
-		r.delCPU = append(r.delCPU, childCPU()-c0)
 	}
-	if r.failures > 0 {
-		return r, fmt.Errorf("%s: %d failures: %v", name, r.failures, r.firstFailure)
+	for _, r := range rs {
+		if r.failures > 0 {
+			return rs, fmt.Errorf("%s: %d failures: %v", r.name, r.failures, r.firstFailure)
+		}
 	}
-	return r, nil
+	return rs, nil
 }
 
 type burstResult struct {
@@ -324,7 +345,7 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Micros
 
 func render(rs []result, n int, load string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n### CNI ADD/DEL, %d pods in sequence per plugin, one run (%s)\n\n", n, time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "\n### CNI ADD/DEL, %d pods in sequence per plugin, plugins interleaved call by call, one run (%s)\n\n", n, time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "Load average (1, 5, 15 min) before: %s, after: %s. CPU is user+system time of the plugin processes, the figure a shared machine does not distort.\n\n", load, loadavg())
 	fmt.Fprintln(&b, "| plugin | ADD p50 | ADD p99 | DEL p50 | DEL p99 | ADDs/s | CPU per ADD (p50) | CPU per DEL (p50) |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|")
