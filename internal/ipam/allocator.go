@@ -299,7 +299,7 @@ func (a *Allocator) pick(blocks []netip.Prefix) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// record reserves al in memory, writes it durably with a.mu released, and keeps it if the write succeeded.
+// record reserves al in memory, writes its file with a.mu released, and keeps it if the write succeeded.
 // The caller holds a.mu.
 func (a *Allocator) record(al Allocation) error {
 	key := al.Handle.Key()
