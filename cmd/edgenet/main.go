@@ -25,7 +25,9 @@ import (
 	"edgenet.io/edgenet/api/v1alpha1"
 	"edgenet.io/edgenet/internal/agent"
 	"edgenet.io/edgenet/internal/appliance"
-	"edgenet.io/edgenet/internal/cni"
+	// Called as a CNI plugin (edgenet-cni, loopback), the binary is the plugin and exits in
+	// this package's init, before the Kubernetes client packages initialize.
+	_ "edgenet.io/edgenet/internal/cni/multicall"
 	"edgenet.io/edgenet/internal/computenet"
 	"edgenet.io/edgenet/internal/controller"
 	"edgenet.io/edgenet/internal/dns"
@@ -53,15 +55,6 @@ Run 'edgenet <command> -h' for a command's flags.
 `
 
 func main() {
-	// Called by a container runtime as a CNI plugin.
-	switch filepath.Base(os.Args[0]) {
-	case "edgenet-cni":
-		cni.Main()
-		return
-	case "loopback":
-		cni.LoopbackMain()
-		return
-	}
 	if err := run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "edgenet:", err)
 		os.Exit(1)

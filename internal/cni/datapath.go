@@ -82,11 +82,12 @@ func openPodNS(path string) (netns.NsHandle, netlinksafe.Handle, error) {
 }
 
 // setup creates the veth pair and configures both ends. On error it removes what it made.
-func setup(a attachment) (b built, err error) {
+func setup(a attachment, tm *timing) (b built, err error) {
 	nsh, ph, err := openPodNS(a.netns)
 	if err != nil {
 		return b, err
 	}
+	tm.step("netns")
 	defer nsh.Close()
 	defer ph.Close()
 	if _, err := ph.LinkByName(a.ifName); err == nil {
@@ -108,6 +109,7 @@ func setup(a attachment) (b built, err error) {
 	if err := netlink.LinkAdd(veth); err != nil {
 		return b, fmt.Errorf("create veth %s/%s: %w", a.hostVeth, a.ifName, err)
 	}
+	tm.step("veth")
 	defer func() {
 		if err != nil {
 			if l, lerr := netlinksafe.LinkByName(a.hostVeth); lerr == nil {
@@ -122,12 +124,14 @@ func setup(a attachment) (b built, err error) {
 	if err := writeSysctl("net/ipv4/conf/"+a.hostVeth+"/proxy_arp", "1"); err != nil {
 		return b, err
 	}
+	tm.step("sysctl")
 	if err := netlink.LinkSetUp(host); err != nil {
 		return b, fmt.Errorf("set %s up: %w", a.hostVeth, err)
 	}
 	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: host.Attrs().Index, Dst: hostPrefix(a.ip), Scope: netlink.SCOPE_LINK}); err != nil {
 		return b, fmt.Errorf("host route %s dev %s: %w", a.ip, a.hostVeth, err)
 	}
+	tm.step("host")
 
 	pod, err := ph.LinkByName(a.ifName)
 	if err != nil {
@@ -151,6 +155,7 @@ func setup(a attachment) (b built, err error) {
 	if err := ph.RouteAdd(&netlink.Route{LinkIndex: pod.Attrs().Index, Dst: defaultRoute(), Gw: gw, Flags: int(netlink.FLAG_ONLINK)}); err != nil && !errors.Is(err, unix.EEXIST) {
 		return b, fmt.Errorf("pod default route via %s: %w", GatewayIP, err)
 	}
+	tm.step("pod")
 	return built{hostMAC: host.Attrs().HardwareAddr, podMAC: pod.Attrs().HardwareAddr}, nil
 }
 

@@ -35,6 +35,13 @@ import (
 	edgeversion "edgenet.io/edgenet/internal/version"
 )
 
+// PluginName and LoopbackName are the names (argv[0]) under which the edgenet binary is these plugins; see
+// package multicall.
+const (
+	PluginName   = "edgenet-cni"
+	LoopbackName = "loopback"
+)
+
 // ErrCodeExhausted is the plugin-specific CNI error code (spec: 100+) for "the pod CIDR has no free address".
 const ErrCodeExhausted = 100
 
@@ -101,6 +108,8 @@ func ipamError(op string, err error) *types.Error {
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
+	tm := newTiming()
+	defer tm.done("ADD")
 	conf, terr := parseConf(args.StdinData)
 	if terr != nil {
 		return terr
@@ -112,6 +121,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if terr := checkNetns(args.Netns); terr != nil {
 		return terr
 	}
+	tm.step("parse")
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	c := client(conf)
@@ -119,6 +129,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return ipamError("allocate pod IP", err)
 	}
+	tm.step("ipam")
 	if !resp.IP.Is4() {
 		if resp.New {
 			_, _ = c.Do(ctx, ipam.Request{Op: ipam.OpDel, Handle: h})
@@ -126,7 +137,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("edgenet-cni: agent gave %s; only IPv4 pod CIDRs are supported", resp.IP), "")
 	}
 	a := attachment{netns: args.Netns, ifName: args.IfName, hostVeth: HostVethName(args.ContainerID, args.IfName), ip: resp.IP, mtu: conf.MTU}
-	b, err := setup(a)
+	b, err := setup(a, tm)
 	if err != nil {
 		// Roll back the allocation only if this call made it: an existing one belongs to an earlier ADD.
 		if resp.New {
@@ -139,7 +150,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 		return types.NewError(types.ErrInternal, fmt.Sprintf("edgenet-cni: set up %s: %v", a.hostVeth, err), "")
 	}
-	return types.PrintResult(result(conf, a, b), conf.CNIVersion)
+	err = types.PrintResult(result(conf, a, b), conf.CNIVersion)
+	tm.step("print")
+	return err
 }
 
 func result(conf *Conf, a attachment, b built) types.Result {
@@ -161,6 +174,8 @@ func result(conf *Conf, a attachment, b built) types.Result {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
+	tm := newTiming()
+	defer tm.done("DEL")
 	conf, terr := parseConf(args.StdinData)
 	if terr != nil {
 		return terr
@@ -173,11 +188,13 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err := teardown(HostVethName(args.ContainerID, args.IfName)); err != nil {
 		return types.NewError(types.ErrInternal, "edgenet-cni: "+err.Error(), "")
 	}
+	tm.step("veth")
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	if _, err := client(conf).Do(ctx, ipam.Request{Op: ipam.OpDel, Handle: h}); err != nil {
 		return ipamError("release pod IP", err)
 	}
+	tm.step("ipam")
 	return nil
 }
 

@@ -2,8 +2,6 @@ package ipam
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,12 +22,18 @@ import (
 //	<dir>/lock          flock'ed for the Allocator's lifetime: one process owns the state at a time
 //	<dir>/addrs/<ip>    one file per allocated IP, holding the owner Handle as JSON
 //
-// An IP file is written to a temporary file, fsync'ed, then link(2)ed to its final name and the directory
-// fsync'ed before Allocate returns. link fails if the name exists, so the file system itself guarantees that
-// an IP has at most one owner, and the file appears complete or not at all: a SIGKILL at any point leaves either
-// no allocation (the caller never saw the IP) or a complete one (reclaimed by Release or GC if the caller never
-// saw it). Leftover temporary files are removed when the state is opened. Release unlinks the file; losing that
-// unlink to a power cut only leaks the IP until GC, it never hands one out twice.
+// An IP file is created with O_EXCL under its final name and written with one write(2) before Allocate returns.
+// O_EXCL fails if the name exists, so the file system itself guarantees that an IP has at most one owner. The
+// file I/O runs outside the Allocator's lock with the IP reserved in memory.
+//
+// What the state must survive is the agent dying (SIGKILL, OOM kill, panic, upgrade) while pods live on: then
+// the page cache holds every file written, so a restarted agent sees every IP it handed out. A SIGKILL at any
+// point leaves no file, or a complete one, or an empty one for an IP the caller never saw (kept reserved with an
+// unknown owner until GC frees it). The state is not fsync'ed by default: what loses the page cache (a kernel
+// crash, a power cut) also ends every pod on the node, so no IP it could forget is live, and losing a release
+// only leaks the IP until GC. Config.Sync fsyncs each allocation and its directory entry for those who want the
+// records to survive power cuts too, at a journal commit per ADD. Temporary files of the earlier
+// write-then-link(2) scheme are removed when the state is opened.
 
 // ErrExhausted is wrapped by BlockSource.Claim when no block of the pod CIDR is left to claim, and by Allocate
 // when the pod CIDR is exhausted. Test with errors.Is or IsExhausted.
@@ -97,6 +101,10 @@ type Config struct {
 	// Source lists and claims this node's blocks.
 	Source BlockSource
 	Logger *slog.Logger
+	// Sync makes each allocation durable against power cuts (fsync of the file and the directory) before
+	// Allocate returns. Without it allocations survive the agent's crash, which is what keeps IPs unique; see
+	// the package's notes on durable state.
+	Sync bool
 }
 
 // Allocator hands out pod IPs from the node's blocks, durably. Safe for concurrent use; one per state directory.
@@ -110,6 +118,9 @@ type Allocator struct {
 	byAddr map[netip.Addr]Allocation
 	byKey  map[string]netip.Addr
 	last   netip.Addr // next-fit cursor: freed IPs are reused last, which keeps stale conntrack/ARP away
+	// pending holds the allocations whose file is being written, by handle key; done closes when the write
+	// ends. Their IPs are in byAddr and byKey already, so nobody else picks them.
+	pending map[string]chan struct{}
 }
 
 // New opens (or creates) the state in cfg.Dir, takes its lock and loads the allocations.
@@ -125,7 +136,7 @@ func New(cfg Config) (*Allocator, error) {
 		log = slog.Default()
 	}
 	a := &Allocator{cfg: cfg, log: log.With("component", "ipam"), dir: filepath.Join(cfg.Dir, "addrs"),
-		byAddr: map[netip.Addr]Allocation{}, byKey: map[string]netip.Addr{}}
+		byAddr: map[netip.Addr]Allocation{}, byKey: map[string]netip.Addr{}, pending: map[string]chan struct{}{}}
 	if err := os.MkdirAll(a.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("ipam: state dir: %w", err)
 	}
@@ -178,7 +189,8 @@ func (a *Allocator) load() error {
 			err = json.Unmarshal(data, &al)
 		}
 		if err != nil || al.Addr != addr {
-			// Cannot happen through link(2) short of disk damage; keep the IP reserved, owner unknown, so GC frees it.
+			// A write cut short by a crash (its caller never saw the IP) or disk damage: keep the IP reserved,
+			// owner unknown, so GC frees it.
 			a.log.Warn("unreadable allocation kept reserved until GC", "addr", addr, "err", err)
 			al = Allocation{Addr: addr}
 		}
@@ -204,8 +216,20 @@ func (a *Allocator) Allocate(ctx context.Context, h Handle) (addr netip.Addr, is
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if addr, ok := a.byKey[h.Key()]; ok {
-		return addr, false, nil
+	for {
+		addr, ok := a.byKey[h.Key()]
+		if !ok {
+			break
+		}
+		done, busy := a.pending[h.Key()]
+		if !busy {
+			return addr, false, nil
+		}
+		// A concurrent call is recording this attachment's IP: answer once it is written (or, if that
+		// failed, try again here).
+		a.mu.Unlock()
+		<-done
+		a.mu.Lock()
 	}
 	blocks, err := a.cfg.Source.Blocks(ctx)
 	if err != nil {
@@ -215,7 +239,7 @@ func (a *Allocator) Allocate(ctx context.Context, h Handle) (addr netip.Addr, is
 	for range 16 { // a Claim per round; more rounds only if a source returns blocks that are already full
 		addr, ok := a.pick(blocks)
 		if ok {
-			if err := a.write(Allocation{Addr: addr, Handle: h, Since: time.Now().UTC()}); err != nil {
+			if err := a.record(Allocation{Addr: addr, Handle: h, Since: time.Now().UTC()}); err != nil {
 				return netip.Addr{}, false, err
 			}
 			a.log.Debug("allocated", "addr", addr, "handle", h.String())
@@ -275,41 +299,57 @@ func (a *Allocator) pick(blocks []netip.Prefix) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// record reserves al in memory, writes its file with a.mu released, and keeps it if the write succeeded.
+// The caller holds a.mu.
+func (a *Allocator) record(al Allocation) error {
+	key := al.Handle.Key()
+	done := make(chan struct{})
+	a.byAddr[al.Addr] = al
+	a.byKey[key] = al.Addr
+	a.pending[key] = done
+	a.last = al.Addr
+	a.mu.Unlock()
+	err := a.write(al)
+	a.mu.Lock()
+	delete(a.pending, key)
+	close(done)
+	if err != nil {
+		delete(a.byKey, key)
+		delete(a.byAddr, al.Addr)
+		if errors.Is(err, fs.ErrExist) {
+			// The disk knows an owner the index does not: never hand it out again in this process.
+			a.byAddr[al.Addr] = Allocation{Addr: al.Addr}
+		}
+	}
+	return err
+}
+
+// write creates the file of al (O_EXCL: at most one owner per IP), fsync'ed with Config.Sync.
 func (a *Allocator) write(al Allocation) error {
 	data, err := json.Marshal(al)
 	if err != nil {
 		return fmt.Errorf("ipam: encode allocation: %w", err)
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(a.dir, ".tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	name := filepath.Join(a.dir, al.Addr.String())
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return fmt.Errorf("ipam: write allocation: %w", err)
+		return fmt.Errorf("ipam: record allocation %s: %w", al.Addr, err)
 	}
-	defer os.Remove(tmp)
-	if _, err = f.Write(data); err == nil {
+	_, err = f.Write(data)
+	if err == nil && a.cfg.Sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && a.cfg.Sync {
+		err = syncDir(a.dir)
+	}
 	if err != nil {
-		return fmt.Errorf("ipam: write allocation %s: %w", al.Addr, err)
-	}
-	if err := os.Link(tmp, filepath.Join(a.dir, al.Addr.String())); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			// The disk knows an owner the index does not: never hand it out again in this process.
-			a.byAddr[al.Addr] = Allocation{Addr: al.Addr}
-		}
+		// Not handed out: remove it (if the removal is lost too, the file reserves the IP until GC).
+		_ = os.Remove(name)
 		return fmt.Errorf("ipam: record allocation %s: %w", al.Addr, err)
 	}
-	if err := syncDir(a.dir); err != nil {
-		return fmt.Errorf("ipam: record allocation %s: %w", al.Addr, err)
-	}
-	a.byAddr[al.Addr] = al
-	a.byKey[al.Handle.Key()] = al.Addr
-	a.last = al.Addr
 	return nil
 }
 
@@ -336,7 +376,18 @@ func (a *Allocator) GC(keep func(Handle) bool) ([]netip.Addr, error) {
 	return a.free(func(al Allocation) bool { return !keep(al.Handle) })
 }
 
+// free removes the allocations match accepts. The caller holds a.mu; free waits for allocations being written
+// so that it never races their files.
 func (a *Allocator) free(match func(Allocation) bool) ([]netip.Addr, error) {
+	for len(a.pending) > 0 {
+		var done chan struct{}
+		for _, done = range a.pending {
+			break
+		}
+		a.mu.Unlock()
+		<-done
+		a.mu.Lock()
+	}
 	var freed []netip.Addr
 	var errs []error
 	for addr, al := range a.byAddr {
@@ -352,11 +403,6 @@ func (a *Allocator) free(match func(Allocation) bool) ([]netip.Addr, error) {
 			delete(a.byKey, al.Handle.Key())
 		}
 		freed = append(freed, addr)
-	}
-	if len(freed) > 0 {
-		if err := syncDir(a.dir); err != nil {
-			errs = append(errs, err)
-		}
 	}
 	slices.SortFunc(freed, netip.Addr.Compare)
 	if err := errors.Join(errs...); err != nil {

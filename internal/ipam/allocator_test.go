@@ -118,9 +118,9 @@ func TestStateSurvivesRestart(t *testing.T) {
 	}
 	a.Release(h("c2"))
 	delete(want, "c2")
-	// A crash between writing the temporary file and linking it leaves a .tmp- file: never an allocation.
+	// The earlier write-then-link scheme left .tmp- files on a crash: never an allocation.
 	os.WriteFile(filepath.Join(dir, "addrs", ".tmp-deadbeef"), []byte(`{"addr":"10.3.0.200"}`), 0o644)
-	// A torn file (disk damage) keeps its IP reserved under an empty owner until GC.
+	// A torn file (a crash mid-write, or disk damage) keeps its IP reserved under an empty owner until GC.
 	os.WriteFile(filepath.Join(dir, "addrs", "10.3.0.100"), []byte(`{"add`), 0o644)
 
 	if _, err := New(Config{Dir: dir, PodCIDR: netip.MustParsePrefix("10.3.0.0/24"), Source: NewStaticBlocks(Blocking{}, 0)}); err == nil {
@@ -174,7 +174,19 @@ func contains(s []netip.Addr, x netip.Addr) bool {
 }
 
 func TestConcurrentAllocateUnique(t *testing.T) {
-	a, _ := newTestAllocator(t, t.TempDir(), "10.4.0.0/22", 26, 0)
+	for _, sync := range []bool{false, true} {
+		t.Run(fmt.Sprint("sync=", sync), func(t *testing.T) { concurrentAllocateUnique(t, sync) })
+	}
+}
+
+func concurrentAllocateUnique(t *testing.T, syncWrites bool) {
+	b, _ := NewBlocking(netip.MustParsePrefix("10.4.0.0/22"), 26)
+	dir := t.TempDir()
+	a, err := New(Config{Dir: dir, PodCIDR: b.CIDR, Source: NewStaticBlocks(b, 0), Sync: syncWrites})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
 	ctx := context.Background()
 	var mu sync.Mutex
 	got := map[netip.Addr]string{}
@@ -200,6 +212,52 @@ func TestConcurrentAllocateUnique(t *testing.T) {
 	wg.Wait()
 	if len(a.Allocations()) != 320 {
 		t.Errorf("%d allocations, want 320", len(a.Allocations()))
+	}
+	// Every allocation is on disk with its owner when Allocate returns.
+	for ip, id := range got {
+		data, err := os.ReadFile(filepath.Join(dir, "addrs", ip.String()))
+		if err != nil || !strings.Contains(string(data), `"containerID":"`+id+`"`) {
+			t.Errorf("file of %s (%s): %q, %v", ip, id, data, err)
+		}
+	}
+}
+
+// TestConcurrentAllocateSameHandle: calls for one attachment racing each other (a runtime retrying an ADD)
+// get one IP, allocated once, and every call returns only once it is on disk.
+func TestConcurrentAllocateSameHandle(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := newTestAllocator(t, dir, "10.5.0.0/24", 26, 0)
+	for round := range 20 {
+		id := fmt.Sprint("same", round)
+		var mu sync.Mutex
+		ips := map[netip.Addr]int{}
+		news := 0
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				ip, isNew, err := a.Allocate(context.Background(), h(id))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := os.Stat(filepath.Join(dir, "addrs", ip.String())); err != nil {
+					t.Errorf("Allocate returned %s before its file exists: %v", ip, err)
+				}
+				mu.Lock()
+				ips[ip]++
+				if isNew {
+					news++
+				}
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if len(ips) != 1 || news != 1 {
+			t.Fatalf("round %d: 8 concurrent calls for one handle got %v with %d new, want one IP allocated once", round, ips, news)
+		}
+	}
+	if got := len(a.Allocations()); got != 20 {
+		t.Errorf("%d allocations, want 20", got)
 	}
 }
 
@@ -279,5 +337,31 @@ func TestServeClient(t *testing.T) {
 	}
 	if _, err := do(Request{Op: OpStatus}); !IsUnavailable(err) {
 		t.Errorf("STATUS after stop: %v, want unavailable", err)
+	}
+}
+
+// TestFileOnDiskWinsOverIndex: an IP whose file appeared behind the Allocator's back (another writer, a state
+// copied in) is never handed out: the allocation fails, the IP stays reserved, and the next call gets another.
+func TestFileOnDiskWinsOverIndex(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := newTestAllocator(t, dir, "10.6.0.0/24", 26, 0)
+	ctx := context.Background()
+	stray := filepath.Join(dir, "addrs", "10.6.0.1")
+	if err := os.WriteFile(stray, []byte(`{"addr":"10.6.0.1","handle":{"containerID":"other","ifName":"eth0"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ip, _, err := a.Allocate(ctx, h("c1")); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("Allocate over a stray file = %v, %v; want an error wrapping ErrExist", ip, err)
+	}
+	if _, ok := a.Lookup(h("c1")); ok {
+		t.Error("failed allocation left c1 holding an IP")
+	}
+	ip, isNew, err := a.Allocate(ctx, h("c1"))
+	if err != nil || !isNew || ip != netip.MustParseAddr("10.6.0.2") {
+		t.Fatalf("retry = %v new=%v %v, want 10.6.0.2", ip, isNew, err)
+	}
+	data, _ := os.ReadFile(stray)
+	if !strings.Contains(string(data), `"other"`) {
+		t.Errorf("stray file was changed: %q", data)
 	}
 }
