@@ -262,6 +262,10 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	if err := bootstrapObjects(ctx, client, server, s); err != nil {
 		return err
 	}
+	uiPassword := filepath.Join(l.state, UIPasswordFile)
+	if _, err := bootstrapUIPassword(ctx, client, uiPassword); err != nil {
+		return err
+	}
 	if err := applyDeploy(ctx, l, bin, s); err != nil {
 		return err
 	}
@@ -293,7 +297,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	if err := st.save(l.stateFile()); err != nil {
 		return err
 	}
-	for _, d := range []string{"edgenet-controller", "edgenet-dns"} {
+	for _, d := range []string{"edgenet-controller", "edgenet-dns", "edgenet-ui"} {
 		if err := st.waitFor(ctx, d+" available", func() (bool, error) {
 			d, err := client.AppsV1().Deployments(SystemNamespace).Get(ctx, d, metav1.GetOptions{})
 			return err == nil && d.Status.AvailableReplicas > 0 && d.Status.AvailableReplicas == d.Status.Replicas, nil
@@ -304,6 +308,8 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	step("ready")
 	fmt.Fprintf(cfg.Out, "\nThe edgenet appliance is up: %d nodes on %s.\n  export KUBECONFIG=%s\n  kubectl get nodes -o wide\n",
 		len(st.Nodes), s.SiteSubnet, l.kubeconfig("admin"))
+	fmt.Fprintf(cfg.Out, "  Web UI: https://%s/ (from the site network, e.g. netns %s); admin password in %s\n",
+		s.ClusterVIP(), st.Client.Netns, uiPassword)
 	return nil
 }
 

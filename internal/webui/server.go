@@ -100,6 +100,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.FileServerFS(static)))
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /{$}", s.page(""))
 	s.mux.HandleFunc("GET /login", s.page("login.html"))
 	s.mux.HandleFunc("GET /setup", s.page("setup.html"))
