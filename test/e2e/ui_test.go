@@ -326,10 +326,10 @@ func runBrowser(job browserJob) error {
 		func(s string) bool { return s != "…" && s != "" }, 20*time.Second); err != nil {
 		return err
 	}
-	if err := step("type an invalid range", chromedp.Clear(ext), chromedp.SendKeys(ext, job.BadRange)); err != nil {
+	if err := step("type an invalid range", clearInput(string(ext)), chromedp.SendKeys(ext, job.BadRange)); err != nil {
 		return err
 	}
-	msg, err := pollText("inline error", extError, func(s string) bool { return strings.Contains(s, "start must not be after end") }, 20*time.Second)
+	msg, err := pollText("inline error", extError, func(s string) bool { return strings.Contains(s, "start is after end") }, 20*time.Second)
 	if err != nil {
 		return err
 	}
@@ -341,7 +341,7 @@ func runBrowser(job browserJob) error {
 		return fmt.Errorf("apply is enabled with an invalid range (%v)", err)
 	}
 
-	if err := step("type the widened range", chromedp.Clear(ext), chromedp.SendKeys(ext, job.GoodRange)); err != nil {
+	if err := step("type the widened range", clearInput(string(ext)), chromedp.SendKeys(ext, job.GoodRange)); err != nil {
 		return err
 	}
 	if _, err := pollText("valid again", `document.getElementById("valid-state").textContent + "|" + `+extError,
@@ -384,4 +384,13 @@ func runBrowser(job browserJob) error {
 	}
 	fmt.Println("EXTERNAL-IP " + ip)
 	return step("screenshot of the Overview", shot("06-overview-after"))
+}
+
+// clearInput empties a text input the way a user's select-all and delete would (chromedp's Clear sets the
+// value attribute, which does not change what was typed).
+func clearInput(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Evaluate[bool](fmt.Sprintf(`(document.querySelector(%q).value = "") === ""`, sel))(ctx, t)
+		return err
+	})
 }
