@@ -80,7 +80,7 @@ func (s *Server) getComputeNetwork(w http.ResponseWriter, r *http.Request, _ ses
 }
 
 // check is everything Apply would refuse: parse and validation errors, then changes to immutable fields.
-func check(stored v1.ComputeNetworkSpec, proposed v1.ComputeNetworkSpec) (old, next computenet.Settings, nextErr error, all computenet.FieldErrors) {
+func check(stored v1.ComputeNetworkSpec, proposed v1.ComputeNetworkSpec) (old, next computenet.Settings, all computenet.FieldErrors, nextErr error) {
 	old, _ = SettingsFromSpec(stored)
 	next, nextErr = SettingsFromSpec(proposed)
 	all = computenet.FieldErrors{}
@@ -98,7 +98,7 @@ func check(stored v1.ComputeNetworkSpec, proposed v1.ComputeNetworkSpec) (old, n
 			}
 		}
 	}
-	return old, next, nextErr, all
+	return old, next, all, nextErr
 }
 
 func (s *Server) postValidate(w http.ResponseWriter, r *http.Request, _ session) {
@@ -110,7 +110,7 @@ func (s *Server) postValidate(w http.ResponseWriter, r *http.Request, _ session)
 	if !ok {
 		return
 	}
-	_, _, _, errs := check(cn.Spec, b.Spec)
+	_, _, errs, _ := check(cn.Spec, b.Spec)
 	writeJSON(w, http.StatusOK, validation{Valid: len(errs) == 0, Errors: apiFields(errs)})
 }
 
@@ -147,7 +147,7 @@ func (s *Server) postPreview(w http.ResponseWriter, r *http.Request, _ session) 
 		}
 		lbs = append(lbs, lb)
 	}
-	old, next, nextErr, _ := check(cn.Spec, b.Spec)
+	old, next, _, nextErr := check(cn.Spec, b.Spec)
 	writeJSON(w, http.StatusOK, BuildPreview(cn.Spec, b.Spec, old, next, nextErr, lbs))
 }
 
@@ -164,7 +164,7 @@ func (s *Server) putComputeNetwork(w http.ResponseWriter, r *http.Request, _ ses
 		writeError(w, http.StatusConflict, "the Compute network changed since you loaded it: reload and preview again", nil)
 		return
 	}
-	_, next, _, errs := check(cn.Spec, b.Spec)
+	_, next, errs, _ := check(cn.Spec, b.Spec)
 	if len(errs) > 0 {
 		writeError(w, http.StatusUnprocessableEntity, "the settings are refused; nothing changed", errs)
 		return
