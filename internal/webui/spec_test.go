@@ -119,3 +119,40 @@ func FuzzSettingsFromSpec(f *testing.F) {
 		}
 	})
 }
+
+// TestAssetsHaveNoInlineScript: the CSP allows scripts from files only, so a page with inline script or an
+// event-handler attribute would break silently in the browser.
+func TestAssetsHaveNoInlineScript(t *testing.T) {
+	ents, err := assets.ReadDir("assets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := 0
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".html") {
+			continue
+		}
+		pages++
+		b, _ := assets.ReadFile("assets/" + e.Name())
+		html := strings.ToLower(string(b))
+		for i := 0; ; {
+			j := strings.Index(html[i:], "<script")
+			if j < 0 {
+				break
+			}
+			tag := html[i+j : i+j+strings.Index(html[i+j:], ">")]
+			if !strings.Contains(tag, "src=") {
+				t.Errorf("%s: inline <script>", e.Name())
+			}
+			i += j + 1
+		}
+		for _, attr := range []string{" onclick=", " onload=", " onsubmit=", " oninput=", " onchange=", "javascript:", " style="} {
+			if strings.Contains(html, attr) {
+				t.Errorf("%s: %q is blocked by the CSP", e.Name(), strings.TrimSpace(attr))
+			}
+		}
+	}
+	if pages != 4 {
+		t.Errorf("%d pages, want 4", pages)
+	}
+}
