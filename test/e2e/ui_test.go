@@ -108,6 +108,17 @@ func TestUIBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Cleanups run last-first: the namespace goes, its Services are waited for (their addresses return to
+	// the pool for the tests after this one), then the spec is restored.
+	t.Cleanup(func() {
+		eventually(t, 60*time.Second, "the test Services gone", func() error {
+			l, err := app.client.CoreV1().Services("e2e-ui").List(context.Background(), metav1.ListOptions{})
+			if err == nil && len(l.Items) > 0 {
+				err = fmt.Errorf("%d left", len(l.Items))
+			}
+			return err
+		})
+	})
 	ns := testNamespace(t, "e2e-ui")
 	free := int(defaultPoolSize(t, orig)) - len(defaultPoolUsed(t, orig))
 	for i := range free {
