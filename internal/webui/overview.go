@@ -151,6 +151,9 @@ func BuildOverview(st ClusterState) Overview {
 		for _, r := range cn.Spec.ExternalServiceIPRanges {
 			pi.Addresses = append(pi.Addresses, string(r))
 		}
+		// The allocator uses the default pool whenever the ComputeNetwork exists; a missing Ready condition
+		// means nobody reports on the settings yet, not that the pool is out of use.
+		pi.Ready = true
 		if c := meta.FindStatusCondition(cn.Status.Conditions, v1.ConditionReady); c != nil {
 			pi.Ready, pi.Message = c.Status == "True", c.Message
 		}

@@ -48,7 +48,7 @@ func TestBuildOverview(t *testing.T) {
 		Events: []corev1.Event{announce("node2", "192.168.50.100", t0.Add(time.Minute)), announce("node1", "192.168.50.100", t0),
 			announce("node1", "192.168.50.222", t0.Add(time.Hour))}, // an address the Service no longer has
 		ComputeNetwork: &v1.ComputeNetwork{Spec: v1.ComputeNetworkSpec{ExternalServiceIPRanges: []v1.IPRange{"192.168.50.100-192.168.50.119"}},
-			Status: v1.ComputeNetworkStatus{ExternalIPsUsed: 1, ExternalIPsFree: 19, Conditions: []metav1.Condition{{Type: "Ready", Status: "True"}}}},
+			Status: v1.ComputeNetworkStatus{ExternalIPsUsed: 1, ExternalIPsFree: 19, Conditions: []metav1.Condition{{Type: "Ready", Status: "False", Message: "bad"}}}},
 		Pools: []v1.AddressPool{{ObjectMeta: metav1.ObjectMeta{Name: "edgenet-ui"}, Spec: v1.AddressPoolSpec{Addresses: []v1.IPRange{"192.168.50.19"}},
 			Status: v1.AddressPoolStatus{Used: 1, Free: "0", Conditions: []metav1.Condition{{Type: "Ready", Status: "True", Message: "1 addresses in use"}}}}},
 	}
@@ -61,7 +61,7 @@ func TestBuildOverview(t *testing.T) {
 				Ports: []string{"80/TCP (node 30080)"}, ReadyEndpoints: 2, AnnouncedBy: map[string]string{"192.168.50.100": "node2"}},
 		},
 		Pools: []PoolInfo{
-			{Name: "default", Addresses: []string{"192.168.50.100-192.168.50.119"}, Used: 1, Free: "19", Ready: true},
+			{Name: "default", Addresses: []string{"192.168.50.100-192.168.50.119"}, Used: 1, Free: "19", Message: "bad"},
 			{Name: "edgenet-ui", Addresses: []string{"192.168.50.19"}, Used: 1, Free: "0", Ready: true, Message: "1 addresses in use"},
 		},
 		PodsByNode: []NodePods{{Node: "node1", Pods: []PodInfo{
@@ -70,5 +70,12 @@ func TestBuildOverview(t *testing.T) {
 	got := BuildOverview(st)
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("overview\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestDefaultPoolWithoutCondition(t *testing.T) {
+	o := BuildOverview(ClusterState{ComputeNetwork: &v1.ComputeNetwork{}})
+	if len(o.Pools) != 1 || !o.Pools[0].Ready {
+		t.Fatalf("pools %+v: the default pool without a Ready condition is in use", o.Pools)
 	}
 }
