@@ -28,8 +28,8 @@ var assets embed.FS
 type Config struct {
 	Kube      kubernetes.Interface
 	Edgenet   *v1.Client
-	Namespace string // of the admin Secret; default edgenet-system
-	Log       *slog.Logger
+	Namespace string       // of the admin Secret; default edgenet-system
+	Log       *slog.Logger // with its component attribute; default slog.Default() with component=webui
 	// IdleTimeout ends a session unused this long (default 30m); MaxSessionAge ends any session (default 12h).
 	IdleTimeout, MaxSessionAge time.Duration
 	// LoginFailures per LoginWindow per client address before logins answer 429 (default 5 per minute).
@@ -67,7 +67,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Namespace = "edgenet-system"
 	}
 	if cfg.Log == nil {
-		cfg.Log = slog.Default()
+		cfg.Log = slog.Default().With("component", "webui")
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 30 * time.Minute
@@ -85,7 +85,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	s := &Server{
-		cfg: cfg, log: cfg.Log.With("component", "webui"),
+		cfg: cfg, log: cfg.Log,
 		store:    secretStore{kube: cfg.Kube, namespace: cfg.Namespace},
 		sessions: newSessions(cfg.IdleTimeout, cfg.MaxSessionAge, cfg.Now),
 		limiter:  newLimiter(cfg.LoginFailures, cfg.LoginWindow, cfg.Now),

@@ -186,6 +186,14 @@ func TestUIBrowser(t *testing.T) {
 	if !strings.Contains(string(out), "EXTERNAL-IP "+ip.String()) {
 		t.Errorf("the Overview did not show %s", ip)
 	}
+	// The UI saw the laptop's own address (the login rate limit counts by it), not a node's.
+	logs, err := app.kubectl(ctx, "logs", "-n", "edgenet-system", "deploy/edgenet-ui")
+	if err != nil {
+		t.Fatalf("UI logs: %v: %s", err, logs)
+	}
+	if want := "msg=login component=ui client=" + app.state.Client.IP; !strings.Contains(logs, want) {
+		t.Errorf("UI log lacks %q:\n%s", want, logs)
+	}
 }
 
 func lbService(t *testing.T, ns, name string) {
