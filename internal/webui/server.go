@@ -434,7 +434,7 @@ func (s *Server) getOpenAPI(w http.ResponseWriter, r *http.Request, _ session) {
 // Handler is the server as an http.Handler.
 func (s *Server) Handler() http.Handler { return s }
 
-// waitApplied returns the channel signalled after each applied change.
+// appliedChanges is signalled after each applied change.
 func (s *Server) appliedChanges() <-chan struct{} { return s.applied }
 
 func (s *Server) notifyApplied() {
