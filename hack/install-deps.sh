@@ -6,6 +6,7 @@ pkgs=(
 	etcd-server containerd runc nftables iproute2 conntrack util-linux procps
 	ca-certificates dnsmasq-base
 	redis-server curl
+	chromium # the e2e browser test of the web UI (test/e2e/ui_test.go, driven by chromedp)
 )
 # `install-deps.sh bench`: what the side-by-side benchmarks run against.
 if [ "${1:-}" = bench ]; then

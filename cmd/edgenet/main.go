@@ -37,6 +37,7 @@ import (
 	"edgenet.io/edgenet/internal/routing"
 	"edgenet.io/edgenet/internal/version"
 	"edgenet.io/edgenet/internal/webhook"
+	"edgenet.io/edgenet/internal/webui"
 )
 
 const usage = `usage: edgenet <command> [flags]
@@ -49,6 +50,7 @@ commands:
   dns      run the cluster DNS server (the Deployment behind the DNS service IP)
   controller  run the cluster-wide controllers (EndpointSlices, LoadBalancer IPs, ComputeNetwork status) under
            leader election, and the ComputeNetwork admission webhook on every replica
+  ui       serve the local web UI and its JSON API over HTTPS
   version  print the version
 
 Run 'edgenet <command> -h' for a command's flags.
@@ -78,6 +80,8 @@ func run(args []string) error {
 		return dnsCmd(ctx, rest)
 	case "controller":
 		return controllerCmd(ctx, rest)
+	case "ui":
+		return uiCmd(ctx, rest)
 	case "version":
 		fmt.Printf("edgenet %s (Kubernetes %s)\n", version.Version, version.Kubernetes)
 		return nil
@@ -298,4 +302,42 @@ func controllerCmd(ctx context.Context, args []string) error {
 			}},
 		},
 	})
+}
+
+func uiCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("edgenet ui", flag.ContinueOnError)
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (default: in-cluster)")
+	var o webui.ServeOptions
+	fs.StringVar(&o.Addr, "listen", ":8443", "HTTPS listen address")
+	fs.StringVar(&o.CertFile, "tls-cert", "", "TLS certificate (PEM); with --tls-key. Default: a self-signed one")
+	fs.StringVar(&o.KeyFile, "tls-key", "", "TLS private key (PEM)")
+	hosts := fs.String("tls-hosts", os.Getenv("POD_IP"), "extra names and addresses of the self-signed certificate, comma-separated")
+	fs.BoolVar(&o.ManagePool, "manage-pool", true, "keep AddressPool "+webui.PoolName+" on the cluster VIP (for the UI's LoadBalancer Service)")
+	var cfg webui.Config
+	fs.StringVar(&cfg.Namespace, "namespace", envOr("POD_NAMESPACE", "edgenet-system"), "namespace of the admin password Secret")
+	fs.DurationVar(&cfg.IdleTimeout, "session-idle-timeout", 30*time.Minute, "end sessions unused this long")
+	fs.DurationVar(&cfg.MaxSessionAge, "session-max-age", 12*time.Hour, "end sessions this old")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return errors.New("ui: give both --tls-cert and --tls-key, or neither")
+	}
+	o.Hosts = splitList(*hosts)
+	rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		return fmt.Errorf("ui: %w", err)
+	}
+	if cfg.Kube, err = kubernetes.NewForConfig(rc); err != nil {
+		return err
+	}
+	if cfg.Edgenet, err = v1alpha1.NewForConfig(rc); err != nil {
+		return err
+	}
+	cfg.Log = newLogger("ui")
+	s, err := webui.New(cfg)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, o)
 }

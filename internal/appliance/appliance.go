@@ -262,6 +262,10 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	if err := bootstrapObjects(ctx, client, server, s); err != nil {
 		return err
 	}
+	uiPassword := filepath.Join(l.state, UIPasswordFile)
+	if _, err := bootstrapUIPassword(ctx, client, uiPassword); err != nil {
+		return err
+	}
 	if err := applyDeploy(ctx, l, bin, s); err != nil {
 		return err
 	}
@@ -288,7 +292,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	if err := st.save(l.stateFile()); err != nil {
 		return err
 	}
-	for _, d := range []string{"edgenet-controller", "edgenet-dns"} {
+	for _, d := range []string{"edgenet-controller", "edgenet-dns", "edgenet-ui"} {
 		if err := st.waitFor(ctx, d+" available", func() (bool, error) {
 			d, err := client.AppsV1().Deployments(SystemNamespace).Get(ctx, d, metav1.GetOptions{})
 			return err == nil && d.Status.AvailableReplicas > 0 && d.Status.AvailableReplicas == d.Status.Replicas, nil
@@ -322,6 +326,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 	fmt.Fprintf(cfg.Out, "\nThe edgenet appliance is up: %d nodes on %s.\n  export KUBECONFIG=%s\n  kubectl get nodes -o wide\n",
 		len(st.Nodes), s.SiteSubnet, l.kubeconfig("admin"))
 	demo.print(cfg.Out)
+	fmt.Fprintf(cfg.Out, "The local UI's admin password is in %s.\n", uiPassword)
 	return nil
 }
 
