@@ -10,14 +10,27 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/nftables"
 	"sigs.k8s.io/knftables"
 )
+
+// maxNetlinkOps bounds the batches sent over netlink: the kernel acknowledges every
+// message, and a large batch would overflow the socket's receive buffer. Larger
+// ones (e.g. a resync retiring many chains) go through nft.
+const maxNetlinkOps = 2000
 
 // Options configures a Proxier for one IP family.
 type Options struct {
 	Node NodeConfig
 	// NFT is the nftables interface for table TableName in Node.Family.
 	NFT knftables.Interface
+	// Netlink, if set, carries incremental syncs as netlink batches in place of
+	// `nft -f` runs, which load the whole table into nft's cache first (the larger
+	// part of a one-service change at 10k services). Full syncs, large batches and
+	// rules it cannot express (BalanceVmap) still go through NFT.
+	// It is called once per such sync; a fresh Conn never carries messages of a
+	// batch that failed to queue.
+	Netlink func() (*nftables.Conn, error)
 	// Conntrack clears stale UDP entries; nil skips that.
 	Conntrack Conntrack
 	// HealthListen opens the listener of a healthCheckNodePort; nil means no
@@ -288,6 +301,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	prev := p.rs
 	tx := p.opts.NFT.NewTransaction()
 	var next *Ruleset
+	var nl *netlinkBatch
 	if full {
 		existing, err := p.listExisting(ctx)
 		if err != nil {
@@ -309,20 +323,43 @@ func (p *Proxier) Sync(ctx context.Context) error {
 			prevCopy[k] = prev.services[k]
 		}
 		prev = &Ruleset{services: prevCopy}
+		var w ops
 		if resync {
 			existing, err := p.listExisting(ctx)
 			if err != nil {
 				p.requeue(dirty)
 				return err
 			}
-			next.Reconcile(tx, existing, start)
+			next.reconcile(&w, existing, start)
 		}
-		next.WriteUpdate(tx, computed, start)
+		next.writeUpdate(&w, computed, start)
+		if p.opts.Netlink != nil && len(w) <= maxNetlinkOps {
+			var err error
+			if nl, err = compileNetlink(p.opts.Node, w); err != nil {
+				p.log.Debug("sync through nft", "reason", err)
+			}
+		}
+		if nl == nil {
+			w.toTransaction(p.opts.Node, tx)
+		}
 	}
-	if err := p.opts.NFT.Run(ctx, tx); err != nil {
+	via := "nft"
+	var err error
+	if nl != nil {
+		via = "netlink"
+		var c *nftables.Conn
+		if c, err = p.opts.Netlink(); err == nil {
+			if err = nl.queue(c); err == nil {
+				err = c.Flush()
+			}
+		}
+	} else {
+		err = p.opts.NFT.Run(ctx, tx)
+	}
+	if err != nil {
 		p.rs = nil // the Ruleset no longer matches the kernel
 		p.requeue(dirty)
-		return fmt.Errorf("proxy: sync %d services (full=%v): %w", len(computed), full, err)
+		return fmt.Errorf("proxy: sync %d services (full=%v, via %s): %w", len(computed), full, via, err)
 	}
 	p.rs = next
 	p.resync = false
@@ -334,7 +371,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	if next.Conflicts > 0 {
 		p.log.Warn("services claim the same address and port; first one in name order wins", "conflicts", next.Conflicts)
 	}
-	p.log.Debug("synced", "services", len(computed), "full", full, "resync", resync, "ops", tx.NumOperations(), "took", done.Sub(start))
+	p.log.Debug("synced", "services", len(computed), "full", full, "resync", resync, "via", via, "took", done.Sub(start))
 
 	if p.opts.Conntrack != nil {
 		var flows []StaleFlow

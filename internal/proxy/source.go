@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -38,6 +40,8 @@ type Config struct {
 	Logger         *slog.Logger
 	// NewNFT opens the table of a family; default knftables.New(family, TableName).
 	NewNFT func(knftables.Family) (knftables.Interface, error)
+	// NoNetlink sends incremental syncs through nft too (see Options.Netlink).
+	NoNetlink bool
 	// Conntrack defaults to netlink in the current namespace.
 	Conntrack Conntrack
 	// HealthListen defaults to DefaultHealthListen.
@@ -92,10 +96,14 @@ func Run(ctx context.Context, cfg Config) error {
 		opts := Options{
 			Node:            NodeConfig{Family: fam, NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, PodCIDR: cidr, Balancing: cfg.Balancing},
 			NFT:             nft,
+			Netlink:         defaultNetlink,
 			Conntrack:       cfg.Conntrack,
 			MinSyncInterval: cfg.MinSyncInterval,
 			FullSyncPeriod:  cfg.FullSyncPeriod,
 			Logger:          log,
+		}
+		if cfg.NoNetlink {
+			opts.Netlink = nil
 		}
 		if i == 0 { // one health server per port, whatever the families
 			opts.HealthListen = cfg.HealthListen
@@ -177,6 +185,14 @@ func Run(ctx context.Context, cfg Config) error {
 	factory.Shutdown()
 	sliceFactory.Shutdown()
 	return err
+}
+
+// defaultNetlink talks to nftables in the namespace of the thread that flushes, as
+// the nft runs do.
+func defaultNetlink() (*nftables.Conn, error) {
+	return nftables.New(nftables.WithSockOptions(func(c *netlink.Conn) error {
+		return c.SetReadBuffer(4 << 20) // room for the acks of a batch
+	}))
 }
 
 func unwrapTombstone(obj any) any {

@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"sigs.k8s.io/knftables"
+)
+
+// netlinkIn opens netlink connections to nftables in ns, counting them.
+func netlinkIn(ns *testNS, opened *atomic.Int32) func() (*nftables.Conn, error) {
+	return func() (*nftables.Conn, error) {
+		opened.Add(1)
+		return nftables.New(nftables.WithNetNSFd(int(ns.h)), nftables.WithSockOptions(func(c *netlink.Conn) error {
+			return c.SetReadBuffer(4 << 20)
+		}))
+	}
+}
+
+// equivalenceSteps is a sequence of changes covering every rule form ComputeService
+// writes: affinity sets (added, retimed, removed), Local policies with fib and pod
+// short-circuits, NodePorts, external and LB IPs, UDP, services without endpoints,
+// endpoint churn and deletions.
+func equivalenceSteps(v6 bool) []func(p *Proxier) {
+	ip := func(v4 string, n int) string {
+		if v6 {
+			parts := strings.Split(v4, ".")
+			return fmt.Sprintf("fd00:%s::%x", parts[1], n)
+		}
+		return fmt.Sprintf("%s%d", v4, n)
+	}
+	svc := func(name string, n int) *Service {
+		s := web("ns1", name, ip("10.96.0.", n))
+		s.Ports = append(s.Ports, ServicePort{Name: "dns", Protocol: UDP, Port: 53})
+		return s
+	}
+	eps := func(s *Service, base int, nodes ...string) *EndpointSlice {
+		var es []Endpoint
+		for i, n := range nodes {
+			es = append(es, ep(ip("172.27.1.", base+i), n, "ready"))
+		}
+		return slice(s, s.Key.Name+"-1", []EndpointPort{{Name: "http", Protocol: TCP, Port: 8080}, {Name: "dns", Protocol: UDP, Port: 5353}}, es...)
+	}
+	a, b, c := svc("a", 1), svc("b", 2), svc("c", 3)
+	return []func(p *Proxier){
+		func(p *Proxier) { // initial state, written by a full sync
+			p.OnServiceUpdate(a)
+			p.OnEndpointSliceUpdate(eps(a, 10, "node-a", "node-b"))
+		},
+		func(p *Proxier) { // new service with affinity, NodePort, Local policy, external IPs
+			b2 := *b
+			b2.Type = LoadBalancer
+			b2.Ports = []ServicePort{{Name: "http", Protocol: TCP, Port: 80, NodePort: 30080}, {Name: "dns", Protocol: UDP, Port: 53, NodePort: 30053}}
+			b2.ExternalIPs = addrs(ip("192.0.2.", 7))
+			b2.LoadBalancerIPs = addrs(ip("198.51.100.", 9))
+			b2.ExternalLocal = true
+			b2.HealthCheckNodePort = 0
+			b2.AffinityTimeout = 3 * time.Hour
+			p.OnServiceUpdate(&b2)
+			p.OnEndpointSliceUpdate(eps(&b2, 20, "node-a", "node-b", "node-c"))
+		},
+		func(p *Proxier) { // endpoint churn on a, new service without endpoints
+			p.OnEndpointSliceUpdate(eps(a, 11, "node-b", "node-c", "node-a"))
+			p.OnServiceUpdate(c)
+		},
+		func(p *Proxier) { // affinity timeout changes, internal Local policy, c gets endpoints elsewhere
+			b3 := *b
+			b3.AffinityTimeout = time.Hour
+			b3.InternalLocal = true
+			p.OnServiceUpdate(&b3)
+			p.OnEndpointSliceUpdate(eps(c, 30, "node-b"))
+		},
+		func(p *Proxier) { // deletions
+			p.OnServiceDelete(a.Key)
+			p.OnEndpointSliceDelete(c.Key, "c-1")
+		},
+	}
+}
+
+// TestNetlinkSyncMatchesNft runs the same changes through two proxiers, one sending
+// incremental syncs over netlink and one through nft, each in a namespace of its own,
+// and requires `nft list table` to be identical after every step.
+func TestNetlinkSyncMatchesNft(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	for _, fam := range []knftables.Family{knftables.IPv4Family, knftables.IPv6Family} {
+		t.Run(string(fam), func(t *testing.T) {
+			ctx := context.Background()
+			node := testNode
+			node.Balancing = BalanceCascade
+			if fam == knftables.IPv6Family {
+				node.Family = fam
+				node.NodeIPs = addrs("fd00:50::11")
+				node.PodCIDR = netip.MustParsePrefix("fd00:27::/52") // not byte-aligned: a masked compare
+			}
+			newP := func(suffix string, viaNetlink bool, opened *atomic.Int32) (*Proxier, *testNS) {
+				ns := newTestNS(t, string(fam)+suffix)
+				nft := newNSNFT(t, ns)
+				if err := ns.in(func() (err error) { nft.inner, err = knftables.New(fam, TableName); return err }); err != nil {
+					t.Fatal(err)
+				}
+				opts := Options{Node: node, NFT: nft}
+				if viaNetlink {
+					opts.Netlink = netlinkIn(ns, opened)
+				}
+				p, err := NewProxier(opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p.OnSynced()
+				return p, ns
+			}
+			var opened atomic.Int32
+			pn, nsN := newP("-nl", true, &opened)
+			pt, nsT := newP("-nft", false, nil)
+			list := func(ns *testNS) string {
+				return sh(t, ns.name, "nft", "list", "table", string(fam), TableName)
+			}
+			for i, step := range equivalenceSteps(fam == knftables.IPv6Family) {
+				before := opened.Load()
+				for _, p := range []*Proxier{pn, pt} {
+					step(p)
+					if err := p.Sync(ctx); err != nil {
+						t.Fatalf("step %d: %v", i, err)
+					}
+				}
+				if i > 0 && opened.Load() != before+1 {
+					t.Errorf("step %d: incremental sync did not go over netlink", i)
+				}
+				gotN, gotT := list(nsN), list(nsT)
+				if gotN != gotT {
+					t.Fatalf("step %d: netlink and nft tables differ\n--- netlink\n%s\n--- nft\n%s", i, gotN, gotT)
+				}
+				if !strings.Contains(gotN, "svc-") && i < 4 {
+					t.Fatalf("step %d: no service chains in\n%s", i, gotN)
+				}
+			}
+			// Stale chains are deleted (over netlink) once their delay has passed.
+			time.Sleep(staleChainDelay + 50*time.Millisecond)
+			before := opened.Load()
+			for _, p := range []*Proxier{pn, pt} {
+				if err := p.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if opened.Load() != before+1 {
+				t.Errorf("stale chain deletion did not go over netlink")
+			}
+			if gotN, gotT := list(nsN), list(nsT); gotN != gotT {
+				t.Fatalf("after stale deletion: tables differ\n--- netlink\n%s\n--- nft\n%s", gotN, gotT)
+			}
+		})
+	}
+}
