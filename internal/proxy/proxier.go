@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -367,6 +368,12 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.syncTimes.Observe(done.Sub(start))
 	for _, t := range dirty {
 		p.latency.Observe(done.Sub(t))
+	}
+	if full {
+		// A first sync's computation and transaction text are garbage now and
+		// several times the steady state: give the memory back instead of
+		// keeping it as the process's high-water mark.
+		debug.FreeOSMemory()
 	}
 	if next.Conflicts > 0 {
 		p.log.Warn("services claim the same address and port; first one in name order wins", "conflicts", next.Conflicts)

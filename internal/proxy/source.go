@@ -89,10 +89,12 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("proxy: two pod CIDRs of family %s", fam)
 		}
 		seen[fam] = true
-		nft, err := cfg.NewNFT(fam)
+		newNFT := func() (knftables.Interface, error) { return cfg.NewNFT(fam) }
+		inner, err := newNFT()
 		if err != nil {
 			return fmt.Errorf("proxy: nftables %s: %w", fam, err)
 		}
+		nft := &shrinkingNFT{Interface: inner, renew: newNFT}
 		opts := Options{
 			Node:            NodeConfig{Family: fam, NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, PodCIDR: cidr, Balancing: cfg.Balancing},
 			NFT:             nft,
@@ -184,6 +186,28 @@ func Run(ctx context.Context, cfg Config) error {
 	err = g.Wait()
 	factory.Shutdown()
 	sliceFactory.Shutdown()
+	return err
+}
+
+// shrinkingNFT drops a knftables instance after a large transaction: knftables keeps
+// the buffer it wrote the nft input into for reuse, which after a first sync of 10k
+// services holds ~30 MB of text for the life of the agent. Proxier syncs are
+// serialised, so swapping the instance needs no lock.
+type shrinkingNFT struct {
+	knftables.Interface
+	renew func() (knftables.Interface, error)
+}
+
+// shrinkAfterOps is the transaction size from which the buffer is dropped.
+const shrinkAfterOps = 5000
+
+func (n *shrinkingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
+	err := n.Interface.Run(ctx, tx)
+	if tx.NumOperations() >= shrinkAfterOps {
+		if fresh, ferr := n.renew(); ferr == nil {
+			n.Interface = fresh
+		}
+	}
 	return err
 }
 
