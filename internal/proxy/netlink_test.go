@@ -161,3 +161,87 @@ func TestNetlinkSyncMatchesNft(t *testing.T) {
 		})
 	}
 }
+
+// FuzzNetlinkCompile requires every rule and element ComputeService writes with the
+// cascade to compile to netlink expressions (so that no service silently takes the
+// slow nft path), and the vmap form to be refused only for its vmap rules.
+func FuzzNetlinkCompile(f *testing.F) {
+	f.Add([]byte{0x1f, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+	f.Add([]byte{0x7e, 0, 0, 0, 9, 9, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		svc, eps := fuzzInput(data)
+		if svc.Validate() != nil {
+			return
+		}
+		for _, bal := range []Balancing{BalanceCascade, BalanceVmap} {
+			node := testNode
+			node.Balancing = bal
+			rs, err := NewRuleset(node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var w ops
+			rs.writeUpdate(&w, map[ServiceKey]*ServiceRules{svc.Key: ComputeService(node, svc, eps)}, time.Unix(1, 0))
+			_, err = compileNetlink(node, w)
+			if bal == BalanceCascade && err != nil {
+				t.Fatalf("cascade: %v", err)
+			}
+			if err != nil && !strings.Contains(err.Error(), " vmap {") {
+				t.Fatalf("vmap: refused for another reason: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzRuleExprs feeds arbitrary rule text to the compiler: it must not panic, and
+// what it accepts must compile to at least one expression.
+func FuzzRuleExprs(f *testing.F) {
+	for _, s := range []string{
+		"ip daddr 172.28.0.1 tcp dport 80 ip saddr != 172.27.0.0/16 jump mark-for-masquerade",
+		"ip saddr @aff-x goto ep-x",
+		"numgen random mod 3 == 0 goto ep-x",
+		"fib saddr type local goto svc-x",
+		"update @aff-x { ip saddr }",
+		"meta l4proto udp dnat to 172.27.0.5:5353",
+		"numgen random mod 2 vmap { 0 : goto a , 1 : goto b }",
+		"ip saddr 172.16.0.0/12 goto c",
+		"ip saddr != ",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, rule string) {
+		for _, node := range []NodeConfig{testNode, {Family: knftables.IPv6Family, NodeName: "n", PodCIDR: netip.MustParsePrefix("fd00::/48")}} {
+			exprs, err := ruleExprs(node, rule)
+			if err == nil && len(exprs) == 0 {
+				t.Fatalf("%q: accepted without expressions", rule)
+			}
+		}
+	})
+}
+
+// TestRuleExprsRefuses lists forms the compiler must not accept.
+func TestRuleExprsRefuses(t *testing.T) {
+	for _, rule := range []string{
+		"",
+		"numgen random mod 2 vmap { 0 : goto a , 1 : goto b }",
+		"ip6 saddr fd00::1 goto c", // other family
+		"ip saddr @set",            // a match without a verdict is fine, but not "!= @set"
+		"ip saddr != @set goto c",
+		"meta l4proto tcp dnat to [fd00::1]:80",
+		"numgen random mod 0 == 0 goto c",
+		"tcp dport 70000 goto c",
+		"jump a b",
+		"counter",
+	} {
+		_, err := ruleExprs(testNode, rule)
+		if rule == "ip saddr @set" {
+			if err != nil {
+				t.Errorf("%q: %v", rule, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%q: accepted", rule)
+		}
+	}
+}
