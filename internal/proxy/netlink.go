@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -375,4 +376,42 @@ func matchAddr(cfg NodeConfig, saddr bool, arg string, neg bool) ([]expr.Any, er
 	}
 	data := full
 	return append(out, &expr.Cmp{Op: op, Register: 1, Data: data}), nil
+}
+
+// listNetlink lists our table's chains and sets over netlink: names only, where
+// `nft --json list table` prints every rule too (~10 s at 10k services, holding up
+// every sync behind a periodic resync or an agent restart). A missing table is an
+// empty listing.
+func listNetlink(c *nftables.Conn, cfg NodeConfig) (Existing, error) {
+	fam := nftables.TableFamilyIPv4
+	if cfg.Family == knftables.IPv6Family {
+		fam = nftables.TableFamilyIPv6
+	}
+	var ex Existing
+	tables, err := c.ListTablesOfFamily(fam)
+	if err != nil {
+		return Existing{}, fmt.Errorf("list tables: %w", err)
+	}
+	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == TableName }) {
+		return ex, nil
+	}
+	chains, err := c.ListChainsOfTableFamily(fam)
+	if err != nil {
+		return Existing{}, fmt.Errorf("list chains: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == TableName {
+			ex.Chains = append(ex.Chains, ch.Name)
+		}
+	}
+	sets, err := c.GetSets(&nftables.Table{Name: TableName, Family: fam})
+	if err != nil {
+		return Existing{}, fmt.Errorf("list sets: %w", err)
+	}
+	for _, s := range sets {
+		if !s.IsMap && !s.Anonymous && !strings.HasPrefix(s.Name, "__") { // as knftables' "set" entries
+			ex.Sets = append(ex.Sets, s.Name)
+		}
+	}
+	return ex, nil
 }

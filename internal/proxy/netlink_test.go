@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -125,6 +126,33 @@ func TestNetlinkSyncMatchesNft(t *testing.T) {
 			list := func(ns *testNS) string {
 				return sh(t, ns.name, "nft", "list", "table", string(fam), TableName)
 			}
+			// Listing over netlink finds what nft finds (nothing before the first sync).
+			compareListings := func(step int) {
+				t.Helper()
+				c, err := netlinkIn(nsN, &atomic.Int32{})()
+				if err != nil {
+					t.Fatal(err)
+				}
+				exN, err := listNetlink(c, node)
+				if err != nil {
+					t.Fatalf("step %d: netlink listing: %v", step, err)
+				}
+				exT, err := pt.listExisting(ctx)
+				if err != nil {
+					t.Fatalf("step %d: nft listing: %v", step, err)
+				}
+				for _, l := range [][2][]string{{exN.Chains, exT.Chains}, {exN.Sets, exT.Sets}} {
+					slices.Sort(l[0])
+					slices.Sort(l[1])
+					if !slices.Equal(l[0], l[1]) {
+						t.Errorf("step %d: netlink lists %q, nft %q", step, l[0], l[1])
+					}
+				}
+				if step >= 0 && len(exN.Chains) < 10 {
+					t.Errorf("step %d: netlink lists only %q", step, exN.Chains)
+				}
+			}
+			compareListings(-1)
 			for i, step := range equivalenceSteps(fam == knftables.IPv6Family) {
 				before := opened.Load()
 				for _, p := range []*Proxier{pn, pt} {
@@ -140,6 +168,7 @@ func TestNetlinkSyncMatchesNft(t *testing.T) {
 				if gotN != gotT {
 					t.Fatalf("step %d: netlink and nft tables differ\n--- netlink\n%s\n--- nft\n%s", i, gotN, gotT)
 				}
+				compareListings(i)
 				if !strings.Contains(gotN, "svc-") && i < 4 {
 					t.Fatalf("step %d: no service chains in\n%s", i, gotN)
 				}
