@@ -253,7 +253,7 @@ func (e *kernelEnv) proxier(t *testing.T) (*Proxier, *nsNFT) {
 	}
 	t.Cleanup(h.Close)
 	var opened atomic.Int32
-	p, err := NewProxier(Options{Node: e.cfg, NFT: nft, Conntrack: NetlinkConntrack{Handle: h}, Netlink: netlinkIn(e.node, &opened)})
+	p, err := NewProxier(Options{Node: e.cfg, NFT: nft, Conntrack: NetlinkConntrack{Handle: h}, Netlink: netlinkIn(e.node, &opened), NFTCommand: nftIn(e.node)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -110,8 +111,9 @@ func TestNetlinkSyncMatchesNft(t *testing.T) {
 					t.Fatal(err)
 				}
 				opts := Options{Node: node, NFT: nft}
-				if viaNetlink {
+				if viaNetlink { // and full syncs streamed into nft
 					opts.Netlink = netlinkIn(ns, opened)
+					opts.NFTCommand = nftIn(ns)
 				}
 				p, err := NewProxier(opts)
 				if err != nil {
@@ -272,5 +274,12 @@ func TestRuleExprsRefuses(t *testing.T) {
 		if err == nil {
 			t.Errorf("%q: accepted", rule)
 		}
+	}
+}
+
+// nftIn runs `nft -f -` in ns.
+func nftIn(ns *testNS) func(ctx context.Context) *exec.Cmd {
+	return func(ctx context.Context) *exec.Cmd {
+		return exec.CommandContext(ctx, "ip", "netns", "exec", ns.name, "nft", "-f", "-")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os/exec"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -34,6 +35,11 @@ type Options struct {
 	// It is called once per such sync; a fresh Conn never carries messages of a
 	// batch that failed to queue.
 	Netlink func() (*nftables.Conn, error)
+	// NFTCommand, if set, makes full syncs stream their text into the nft it
+	// returns (reading the transaction from stdin, e.g. DefaultNFTCommand) instead
+	// of building it whole through NFT: a first sync at 10k services then never
+	// holds its ~70 MB of objects and text at once.
+	NFTCommand func(ctx context.Context) *exec.Cmd
 	// Conntrack clears stale UDP entries; nil skips that.
 	Conntrack Conntrack
 	// HealthListen opens the listener of a healthCheckNodePort; nil means no
@@ -305,6 +311,9 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	tx := p.opts.NFT.NewTransaction()
 	var next *Ruleset
 	var nl *netlinkBatch
+	streamed := false
+	var fullRules map[ServiceKey]*ServiceRules
+	var fullExisting Existing
 	if full {
 		existing, err := p.listExisting(ctx)
 		if err != nil {
@@ -318,7 +327,13 @@ func (p *Proxier) Sync(ctx context.Context) error {
 				all[k] = r
 			}
 		}
-		next.WriteFull(tx, all, existing, start)
+		if p.opts.NFTCommand != nil {
+			streamed = true
+		} else {
+			next.WriteFull(tx, all, existing, start)
+		}
+		fullRules = all
+		fullExisting = existing
 	} else {
 		next = prev
 		prevCopy := map[ServiceKey]*ServiceRules{}
@@ -348,7 +363,10 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	}
 	via := "nft"
 	var err error
-	if nl != nil {
+	if streamed {
+		via = "nft stream"
+		err = p.streamFull(ctx, next, fullRules, fullExisting, start)
+	} else if nl != nil {
 		via = "netlink"
 		var c *nftables.Conn
 		if c, err = p.opts.Netlink(); err == nil {

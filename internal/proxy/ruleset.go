@@ -88,7 +88,41 @@ func WriteRuleset(tx *knftables.Transaction, cfg NodeConfig, services []*Service
 // deleted. The table itself is never flushed or deleted, so conntrack state and
 // affinity entries of surviving services live on. all becomes the Ruleset's state.
 func (r *Ruleset) WriteFull(tx *knftables.Transaction, all map[ServiceKey]*ServiceRules, existing Existing, now time.Time) {
-	r.writeBase(tx)
+	_ = r.writeFull(&chunker{cur: tx}, all, existing, now)
+}
+
+// chunkOps is about how many operations a chunk of a streamed full sync holds.
+const chunkOps = 2000
+
+// chunker hands out the transaction to write into; with emit set it passes on full
+// chunks and starts new ones, so that a full sync's text never exists in one piece.
+// The chunks' texts, concatenated, are the text of the single transaction.
+type chunker struct {
+	cur   *knftables.Transaction
+	newTx func() *knftables.Transaction
+	emit  func(*knftables.Transaction) error // nil: one transaction
+	err   error
+}
+
+func (c *chunker) tx() *knftables.Transaction {
+	if c.emit != nil && c.err == nil && c.cur.NumOperations() >= chunkOps {
+		c.err = c.emit(c.cur)
+		c.cur = c.newTx()
+	}
+	return c.cur
+}
+
+// finish emits the last chunk.
+func (c *chunker) finish() error {
+	if c.emit != nil && c.err == nil {
+		c.err = c.emit(c.cur)
+		c.cur = c.newTx()
+	}
+	return c.err
+}
+
+func (r *Ruleset) writeFull(c *chunker, all map[ServiceKey]*ServiceRules, existing Existing, now time.Time) error {
+	r.writeBase(c.tx())
 	r.services = map[ServiceKey]*ServiceRules{}
 	r.elems = map[elemKey]elemVal{}
 	r.Conflicts = 0
@@ -100,6 +134,7 @@ func (r *Ruleset) WriteFull(tx *knftables.Transaction, all map[ServiceKey]*Servi
 			continue
 		}
 		r.services[k] = sr
+		tx := c.tx()
 		for _, name := range sortedKeys(sr.Chains) {
 			wantChains[name] = true
 			tx.Add(&knftables.Chain{Name: name})
@@ -113,6 +148,7 @@ func (r *Ruleset) WriteFull(tx *knftables.Transaction, all map[ServiceKey]*Servi
 	}
 	for _, k := range serviceKeys(r.services) {
 		sr := r.services[k]
+		tx := c.tx()
 		for _, name := range sortedKeys(sr.Chains) {
 			for _, rule := range sr.Chains[name] {
 				tx.Add(&knftables.Rule{Chain: name, Rule: rule})
@@ -141,7 +177,8 @@ func (r *Ruleset) WriteFull(tx *knftables.Transaction, all map[ServiceKey]*Servi
 		}
 	}
 	r.deleteStale(&w, now, wantChains)
-	w.toTransaction(r.cfg, tx)
+	w.toTransaction(r.cfg, c.tx())
+	return c.finish()
 }
 
 // WriteUpdate writes the changes for the services in changed (a nil value means the

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -69,8 +70,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	var nftCommand func(context.Context) *exec.Cmd
 	if cfg.NewNFT == nil {
 		cfg.NewNFT = func(f knftables.Family) (knftables.Interface, error) { return knftables.New(f, TableName) }
+		nftCommand = DefaultNFTCommand
 	}
 	if cfg.Conntrack == nil {
 		cfg.Conntrack = NetlinkConntrack{}
@@ -99,6 +102,7 @@ func Run(ctx context.Context, cfg Config) error {
 			Node:            NodeConfig{Family: fam, NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, PodCIDR: cidr, Balancing: cfg.Balancing},
 			NFT:             nft,
 			Netlink:         defaultNetlink,
+			NFTCommand:      nftCommand,
 			Conntrack:       cfg.Conntrack,
 			MinSyncInterval: cfg.MinSyncInterval,
 			FullSyncPeriod:  cfg.FullSyncPeriod,
