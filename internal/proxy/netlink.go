@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/knftables"
 )
@@ -414,4 +415,32 @@ func listNetlink(c *nftables.Conn, cfg NodeConfig) (Existing, error) {
 		}
 	}
 	return ex, nil
+}
+
+// socketBuffer is the send and receive buffer of our nftables netlink sockets: a
+// batch is one sendmsg (the default 208 KiB holds ~100 services' changes) and the
+// kernel queues an acknowledgement per message before we read any.
+const socketBuffer = 16 << 20
+
+// bigBuffers sizes c's buffers to socketBuffer, beyond the sysctl limits when we
+// have CAP_NET_ADMIN (which programming nftables needs anyway).
+func bigBuffers(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		for _, opt := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt[0], socketBuffer); e != nil {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt[1], socketBuffer); e != nil {
+					serr = e
+				}
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
 	"sigs.k8s.io/knftables"
 )
 
@@ -21,9 +20,7 @@ import (
 func netlinkIn(ns *testNS, opened *atomic.Int32) func() (*nftables.Conn, error) {
 	return func() (*nftables.Conn, error) {
 		opened.Add(1)
-		return nftables.New(nftables.WithNetNSFd(int(ns.h)), nftables.WithSockOptions(func(c *netlink.Conn) error {
-			return c.SetReadBuffer(4 << 20)
-		}))
+		return nftables.New(nftables.WithNetNSFd(int(ns.h)), nftables.WithSockOptions(bigBuffers))
 	}
 }
 
@@ -281,5 +278,49 @@ func TestRuleExprsRefuses(t *testing.T) {
 func nftIn(ns *testNS) func(ctx context.Context) *exec.Cmd {
 	return func(ctx context.Context) *exec.Cmd {
 		return exec.CommandContext(ctx, "ip", "netns", "exec", ns.name, "nft", "-f", "-")
+	}
+}
+
+// TestNetlinkLargeBatch: a batch just under maxNetlinkOps fits the socket (the
+// default buffers took only ~100 services' changes: "message too long"), and a
+// larger one goes through nft.
+func TestNetlinkLargeBatch(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	ns := newTestNS(t, "large")
+	var opened atomic.Int32
+	node := testNode
+	node.Balancing = BalanceCascade
+	p, err := NewProxier(Options{Node: node, NFT: newNSNFT(t, ns), Netlink: netlinkIn(ns, &opened), NFTCommand: nftIn(ns)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.OnSynced()
+	if err := p.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, bc := range []struct {
+		services    int
+		wantNetlink bool
+	}{{220, true}, {300, false}} { // 7 operations per new service
+		for i := range bc.services {
+			s := web("big", fmt.Sprintf("s%d-%d", bc.services, i), ipFrom("172.29.0.0", bc.services*1000+i+1).String())
+			p.OnServiceUpdate(s)
+			p.OnEndpointSliceUpdate(slice(s, s.Key.Name+"-1", http8080, ep(ipFrom("172.26.0.0", bc.services*1000+i+1).String(), "node-a", "ready")))
+		}
+		total += bc.services
+		before := opened.Load()
+		if err := p.Sync(context.Background()); err != nil {
+			t.Fatalf("%d services: %v", bc.services, err)
+		}
+		if got := opened.Load() > before; got != bc.wantNetlink {
+			t.Errorf("%d services: over netlink %v, want %v", bc.services, got, bc.wantNetlink)
+		}
+		out := sh(t, ns.name, "nft", "list", "map", "ip", TableName, mapServiceIPs)
+		if n := strings.Count(out, "goto svc-big/"); n != total {
+			t.Fatalf("after %d services: %d in %s, want %d", bc.services, n, mapServiceIPs, total)
+		}
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -218,9 +217,7 @@ func (n *shrinkingNFT) Run(ctx context.Context, tx *knftables.Transaction) error
 // defaultNetlink talks to nftables in the namespace of the thread that flushes, as
 // the nft runs do.
 func defaultNetlink() (*nftables.Conn, error) {
-	return nftables.New(nftables.WithSockOptions(func(c *netlink.Conn) error {
-		return c.SetReadBuffer(4 << 20) // room for the acks of a batch
-	}))
+	return nftables.New(nftables.WithSockOptions(bigBuffers))
 }
 
 func unwrapTombstone(obj any) any {
