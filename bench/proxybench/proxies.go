@@ -68,10 +68,15 @@ func runEdgenetProxy(args []string) error {
 	nodeIP := fs.String("node-ip", "", "node IP")
 	cidr := fs.String("pod-cidr", podCIDR, "pod CIDR")
 	balancing := fs.String("balancing", string(proxy.BalanceCascade), "vmap or cascade")
+	protobuf := fs.Bool("protobuf", false, "talk protobuf to the API server (as kube-proxy does)")
 	fs.Parse(args)
 	rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
 		return err
+	}
+	if *protobuf {
+		rc.ContentType = "application/vnd.kubernetes.protobuf"
+		rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	}
 	c, err := kubernetes.NewForConfig(rc)
 	if err != nil {

@@ -18,8 +18,9 @@
 //     only differences), event-to-kernel latency histogram, UDP conntrack cleanup,
 //     health-check servers. Stale chains are flushed at once and deleted a second
 //     later (older kernels see dropped references late).
-//   - source.go: informers on Services and EndpointSlices with transforms that strip
-//     objects to the model, and Run, the entry used by `edgenet agent`.
+//   - source.go: informers on Services and EndpointSlices whose caches hold only
+//     names and the models (shared with the proxiers), and Run, the entry used by
+//     `edgenet agent`.
 //
 // Datapath (per family; modelled on KEP-3866's nftables kube-proxy):
 //
