@@ -88,6 +88,7 @@ func run() error {
 		"pause before each timed change (longer than kube-proxy's 1 s min sync period, so neither proxy is rate-limited by the previous change)")
 	kpArgs := flag.String("kube-proxy-args", "", "extra kube-proxy flags, space-separated")
 	edgeArgs := flag.String("edgenet-args", "", "extra flags of the edgenet proxy child (e.g. -balancing vmap)")
+	withKubeProxy := flag.Bool("kube-proxy", true, "also measure kube-proxy (false: edgenet alone, e.g. to iterate on it)")
 	flag.StringVar(&cfg.out, "out", "", "append the results table to this file")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the logs directory")
 	flag.DurationVar(&cfg.coldLimit, "cold-timeout", 10*time.Minute, "give up on a cold sync after this long")
@@ -121,6 +122,9 @@ func run() error {
 		return err
 	}
 	kinds := []proxyKind{edgenetProxy, kubeProxy}
+	if !*withKubeProxy {
+		kinds = kinds[:1]
+	}
 	var names []string
 	for _, k := range kinds {
 		names = append(names, k.name)
@@ -464,6 +468,9 @@ func ratio(edgenet, other float64) string {
 }
 
 func render(cfg config, res map[string]map[int]*result, kinds []proxyKind) string {
+	if len(kinds) == 1 {
+		return renderAlone(cfg, res[kinds[0].name])
+	}
 	var sb strings.Builder
 	e, k := kinds[0].name, kinds[1].name
 	fmt.Fprintf(&sb, "\n### Service proxy: edgenet vs kube-proxy v1.34.4 (nftables mode)\n\n")
@@ -527,4 +534,24 @@ func argsNote(a []string) string {
 		return ""
 	}
 	return " (extra flags: " + strings.Join(a, " ") + ")"
+}
+
+// renderAlone tabulates a run of edgenet's proxy without kube-proxy.
+func renderAlone(cfg config, res map[int]*result) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n### Service proxy: edgenet alone\n\n%d CPUs, shared with other work. Command: `%s`; measures as in the comparison with kube-proxy.\n\n",
+		runtime.NumCPU(), strings.Join(os.Args, " "))
+	fmt.Fprintf(&sb, "| services | change p50 | change p99 | cold sync | VmRSS / VmHWM after cold sync | VmRSS / VmHWM after the changes | load start → end |\n|---|---|---|---|---|---|---|\n")
+	for _, scale := range cfg.scales {
+		r := res[scale]
+		if r == nil {
+			continue
+		}
+		fmt.Fprintf(&sb, "| %d (%d endpoints) | %s | %s | %s | %s / %s | %s / %s | %s → %s |\n", r.services, r.services*endpointsPer,
+			ms(pct(r.lat, 0.5)), ms(pct(r.lat, 0.99)), ms(r.cold), mb(r.rssCold), mb(r.hwmCold), mb(r.rssEnd), mb(r.hwmEnd), r.load[0], r.load[1])
+		if r.viaDump > 0 {
+			fmt.Fprintf(&sb, "\nNote: at %d, %d changes seen only by a 500 ms dump; their latency is an upper bound.\n", scale, r.viaDump)
+		}
+	}
+	return sb.String()
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -68,10 +69,19 @@ func runEdgenetProxy(args []string) error {
 	nodeIP := fs.String("node-ip", "", "node IP")
 	cidr := fs.String("pod-cidr", podCIDR, "pod CIDR")
 	balancing := fs.String("balancing", string(proxy.BalanceCascade), "vmap or cascade")
+	protobuf := fs.Bool("protobuf", false, "talk protobuf to the API server (as kube-proxy does)")
+	memLimit := fs.Int64("memory-limit", 0, "soft memory limit in bytes for the Go runtime (as GOMEMLIMIT, for this process only; 0: none)")
 	fs.Parse(args)
+	if *memLimit > 0 {
+		debug.SetMemoryLimit(*memLimit)
+	}
 	rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
 		return err
+	}
+	if *protobuf {
+		rc.ContentType = "application/vnd.kubernetes.protobuf"
+		rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	}
 	c, err := kubernetes.NewForConfig(rc)
 	if err != nil {

@@ -39,7 +39,10 @@ import (
 // nft text are what the golden files, the fake and operators read, the fake lets
 // every rule-level test run without root, and hand-assembling register-level
 // expressions for every rule (numgen, fib, ct, concatenated lookups, reject) is
-// where bugs would hide. Revisit if per-change latency at 10k+ services matters.
+// where bugs would hide. Revisited when per-change latency at 10k services
+// mattered: incremental syncs now compile the service rules' nft text to netlink
+// (netlink.go), which in a table with base chains saves nft's cache load but not
+// the kernel's validation walk (see the package doc).
 func BenchmarkLibraries(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root for network namespaces")

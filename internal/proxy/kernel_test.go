@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -251,15 +252,26 @@ func (e *kernelEnv) proxier(t *testing.T) (*Proxier, *nsNFT) {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	p, err := NewProxier(Options{Node: e.cfg, NFT: nft, Conntrack: NetlinkConntrack{Handle: h}})
+	var opened atomic.Int32
+	p, err := NewProxier(Options{Node: e.cfg, NFT: nft, Conntrack: NetlinkConntrack{Handle: h}, Netlink: netlinkIn(e.node, &opened), NFTCommand: nftIn(e.node)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p, nft
 }
 
+// TestKernelDatapath runs with both balancing forms; incremental syncs go over
+// netlink as in production (the cascade's always, the vmap's when no vmap rule
+// changes) and full syncs through nft.
 func TestKernelDatapath(t *testing.T) {
+	for _, bal := range []Balancing{BalanceVmap, BalanceCascade} {
+		t.Run(string(bal), func(t *testing.T) { testKernelDatapath(t, bal) })
+	}
+}
+
+func testKernelDatapath(t *testing.T, bal Balancing) {
 	e := setupKernelEnv(t)
+	e.cfg.Balancing = bal
 	ctx := context.Background()
 
 	webSvc := web("shop", "web", "172.28.0.20")

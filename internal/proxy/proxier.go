@@ -6,18 +6,40 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os/exec"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/google/nftables"
 	"sigs.k8s.io/knftables"
 )
+
+// maxNetlinkOps bounds the batches sent over netlink: the kernel acknowledges every
+// message, and a large batch would overflow the socket's receive buffer. Larger
+// ones (e.g. a resync retiring many chains) go through nft.
+const maxNetlinkOps = 2000
 
 // Options configures a Proxier for one IP family.
 type Options struct {
 	Node NodeConfig
 	// NFT is the nftables interface for table TableName in Node.Family.
 	NFT knftables.Interface
+	// Netlink, if set, carries incremental syncs as netlink batches in place of
+	// `nft -f` runs, which load the whole table into nft's cache first (the larger
+	// part of a one-service change at 10k services), and lists the table's chains
+	// and sets for full syncs and resyncs (`nft --json list table` prints every
+	// rule: ~10 s at 10k services). Full syncs, large batches and rules it cannot
+	// express (BalanceVmap) still go through NFT.
+	// It is called once per such sync; a fresh Conn never carries messages of a
+	// batch that failed to queue.
+	Netlink func() (*nftables.Conn, error)
+	// NFTCommand, if set, makes full syncs stream their text into the nft it
+	// returns (reading the transaction from stdin, e.g. DefaultNFTCommand) instead
+	// of building it whole through NFT: a first sync at 10k services then never
+	// holds its ~70 MB of objects and text at once.
+	NFTCommand func(ctx context.Context) *exec.Cmd
 	// Conntrack clears stale UDP entries; nil skips that.
 	Conntrack Conntrack
 	// HealthListen opens the listener of a healthCheckNodePort; nil means no
@@ -288,6 +310,10 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	prev := p.rs
 	tx := p.opts.NFT.NewTransaction()
 	var next *Ruleset
+	var nl *netlinkBatch
+	streamed := false
+	var fullRules map[ServiceKey]*ServiceRules
+	var fullExisting Existing
 	if full {
 		existing, err := p.listExisting(ctx)
 		if err != nil {
@@ -301,7 +327,13 @@ func (p *Proxier) Sync(ctx context.Context) error {
 				all[k] = r
 			}
 		}
-		next.WriteFull(tx, all, existing, start)
+		if p.opts.NFTCommand != nil {
+			streamed = true
+		} else {
+			next.WriteFull(tx, all, existing, start)
+		}
+		fullRules = all
+		fullExisting = existing
 	} else {
 		next = prev
 		prevCopy := map[ServiceKey]*ServiceRules{}
@@ -309,20 +341,46 @@ func (p *Proxier) Sync(ctx context.Context) error {
 			prevCopy[k] = prev.services[k]
 		}
 		prev = &Ruleset{services: prevCopy}
+		var w ops
 		if resync {
 			existing, err := p.listExisting(ctx)
 			if err != nil {
 				p.requeue(dirty)
 				return err
 			}
-			next.Reconcile(tx, existing, start)
+			next.reconcile(&w, existing, start)
 		}
-		next.WriteUpdate(tx, computed, start)
+		next.writeUpdate(&w, computed, start)
+		if p.opts.Netlink != nil && len(w) <= maxNetlinkOps {
+			var err error
+			if nl, err = compileNetlink(p.opts.Node, w); err != nil {
+				p.log.Debug("sync through nft", "reason", err)
+			}
+		}
+		if nl == nil {
+			w.toTransaction(p.opts.Node, tx)
+		}
 	}
-	if err := p.opts.NFT.Run(ctx, tx); err != nil {
+	via := "nft"
+	var err error
+	if streamed {
+		via = "nft stream"
+		err = p.streamFull(ctx, next, fullRules, fullExisting, start)
+	} else if nl != nil {
+		via = "netlink"
+		var c *nftables.Conn
+		if c, err = p.opts.Netlink(); err == nil {
+			if err = nl.queue(c); err == nil {
+				err = c.Flush()
+			}
+		}
+	} else {
+		err = p.opts.NFT.Run(ctx, tx)
+	}
+	if err != nil {
 		p.rs = nil // the Ruleset no longer matches the kernel
 		p.requeue(dirty)
-		return fmt.Errorf("proxy: sync %d services (full=%v): %w", len(computed), full, err)
+		return fmt.Errorf("proxy: sync %d services (full=%v, via %s): %w", len(computed), full, via, err)
 	}
 	p.rs = next
 	p.resync = false
@@ -331,10 +389,16 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	for _, t := range dirty {
 		p.latency.Observe(done.Sub(t))
 	}
+	if full {
+		// A first sync's computation and transaction text are garbage now and
+		// several times the steady state: give the memory back instead of
+		// keeping it as the process's high-water mark.
+		debug.FreeOSMemory()
+	}
 	if next.Conflicts > 0 {
 		p.log.Warn("services claim the same address and port; first one in name order wins", "conflicts", next.Conflicts)
 	}
-	p.log.Debug("synced", "services", len(computed), "full", full, "resync", resync, "ops", tx.NumOperations(), "took", done.Sub(start))
+	p.log.Debug("synced", "services", len(computed), "full", full, "resync", resync, "via", via, "took", done.Sub(start))
 
 	if p.opts.Conntrack != nil {
 		var flows []StaleFlow
@@ -387,6 +451,16 @@ func (p *Proxier) requeue(dirty map[ServiceKey]time.Time) {
 }
 
 func (p *Proxier) listExisting(ctx context.Context) (Existing, error) {
+	if p.opts.Netlink != nil {
+		c, err := p.opts.Netlink()
+		if err == nil {
+			var ex Existing
+			if ex, err = listNetlink(c, p.opts.Node); err == nil {
+				return ex, nil
+			}
+		}
+		return Existing{}, fmt.Errorf("proxy: list table %s %s over netlink: %w", p.opts.Node.Family, TableName, err)
+	}
 	all, err := p.opts.NFT.ListAll(ctx)
 	if knftables.IsNotFound(err) {
 		return Existing{}, nil

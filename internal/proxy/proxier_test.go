@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
 )
 
@@ -288,11 +290,18 @@ func TestRunWithKubernetesSource(t *testing.T) {
 	if dump := fake.Dump(); !strings.Contains(dump, "mod 1 vmap { 0 : goto ep-shop/web/tcp/http__172.27.1.10/8080 }") {
 		t.Errorf("want only the ready endpoint in:\n%s", dump)
 	}
+	// Deleting its only EndpointSlice leaves the service without endpoints.
+	if err := cs.DiscoveryV1().EndpointSlices("shop").Delete(ctx, "web-abc", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "web without endpoints", func() bool {
+		return hasElement(mapNoEndpointSvcs, "172.28.0.20", "tcp", "80") && !hasElement(mapServiceIPs, "172.28.0.20", "tcp", "80")
+	})
 	// Deleting the service over the API removes it from the table.
 	if err := cs.CoreV1().Services("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "web gone", func() bool { return !hasElement(mapServiceIPs, "172.28.0.20", "tcp", "80") })
+	waitFor(t, "web gone", func() bool { return !hasElement(mapNoEndpointSvcs, "172.28.0.20", "tcp", "80") })
 	pmu.Lock()
 	if len(proxiers) != 1 || proxiers[0].Latency().Count == 0 {
 		t.Errorf("no latency recorded")
@@ -332,5 +341,56 @@ func TestPeriodicResyncWritesOnlyDifferences(t *testing.T) {
 	}
 	if want := "flush chain ip edgenet svc-old/gone/tcp/http\n"; nft.last != want {
 		t.Errorf("resync transaction = %q, want only %q", nft.last, want)
+	}
+}
+
+// TestInformerCacheHoldsModels: the informers' transforms keep names and models,
+// not the API objects (annotations, managed fields, unused spec).
+func TestInformerCacheHoldsModels(t *testing.T) {
+	full := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", ResourceVersion: "7", UID: "u",
+			Annotations: map[string]string{"big": strings.Repeat("x", 1000)}, Labels: map[string]string{"a": "b"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: corev1.ServiceSpec{ClusterIP: "172.28.0.20", ClusterIPs: []string{"172.28.0.20"},
+			Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}}},
+	}
+	o, err := stripService(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ok := o.(*cachedService)
+	if !ok {
+		t.Fatalf("cache entry is %T", o)
+	}
+	if want := (metav1.ObjectMeta{Namespace: "shop", Name: "web", ResourceVersion: "7"}); !reflect.DeepEqual(c.ObjectMeta, want) {
+		t.Errorf("meta %+v, want %+v", c.ObjectMeta, want)
+	}
+	if !reflect.DeepEqual(c.model, ServiceFromAPI(full)) {
+		t.Errorf("model %+v", c.model)
+	}
+	headless := full.DeepCopy()
+	headless.Spec.ClusterIP = corev1.ClusterIPNone
+	if o, _ := stripService(headless); o.(*cachedService).model != nil {
+		t.Error("headless service has a model")
+	}
+	key, err := cache.MetaNamespaceKeyFunc(c)
+	if err != nil || key != "shop/web" {
+		t.Errorf("store key %q, %v", key, err)
+	}
+
+	port := int32(8080)
+	sl := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "web-1", Labels: map[string]string{discoveryv1.LabelServiceName: "web", "x": "y"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Port: &port}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"172.27.1.10"}}},
+	}
+	o, _ = stripEndpointSlice(sl)
+	cs, ok := o.(*cachedSlice)
+	if !ok || !reflect.DeepEqual(cs.model, EndpointSliceFromAPI(sl)) || cs.Labels != nil {
+		t.Errorf("slice cache entry %#v", o)
+	}
+	if cp := cs.DeepCopyObject().(*cachedSlice); cp == cs || cp.model != cs.model {
+		t.Error("DeepCopyObject: want a new entry sharing the immutable model")
 	}
 }

@@ -88,7 +88,41 @@ func WriteRuleset(tx *knftables.Transaction, cfg NodeConfig, services []*Service
 // deleted. The table itself is never flushed or deleted, so conntrack state and
 // affinity entries of surviving services live on. all becomes the Ruleset's state.
 func (r *Ruleset) WriteFull(tx *knftables.Transaction, all map[ServiceKey]*ServiceRules, existing Existing, now time.Time) {
-	r.writeBase(tx)
+	_ = r.writeFull(&chunker{cur: tx}, all, existing, now)
+}
+
+// chunkOps is about how many operations a chunk of a streamed full sync holds.
+const chunkOps = 2000
+
+// chunker hands out the transaction to write into; with emit set it passes on full
+// chunks and starts new ones, so that a full sync's text never exists in one piece.
+// The chunks' texts, concatenated, are the text of the single transaction.
+type chunker struct {
+	cur   *knftables.Transaction
+	newTx func() *knftables.Transaction
+	emit  func(*knftables.Transaction) error // nil: one transaction
+	err   error
+}
+
+func (c *chunker) tx() *knftables.Transaction {
+	if c.emit != nil && c.err == nil && c.cur.NumOperations() >= chunkOps {
+		c.err = c.emit(c.cur)
+		c.cur = c.newTx()
+	}
+	return c.cur
+}
+
+// finish emits the last chunk.
+func (c *chunker) finish() error {
+	if c.emit != nil && c.err == nil {
+		c.err = c.emit(c.cur)
+		c.cur = c.newTx()
+	}
+	return c.err
+}
+
+func (r *Ruleset) writeFull(c *chunker, all map[ServiceKey]*ServiceRules, existing Existing, now time.Time) error {
+	r.writeBase(c.tx())
 	r.services = map[ServiceKey]*ServiceRules{}
 	r.elems = map[elemKey]elemVal{}
 	r.Conflicts = 0
@@ -100,6 +134,7 @@ func (r *Ruleset) WriteFull(tx *knftables.Transaction, all map[ServiceKey]*Servi
 			continue
 		}
 		r.services[k] = sr
+		tx := c.tx()
 		for _, name := range sortedKeys(sr.Chains) {
 			wantChains[name] = true
 			tx.Add(&knftables.Chain{Name: name})
@@ -113,6 +148,7 @@ func (r *Ruleset) WriteFull(tx *knftables.Transaction, all map[ServiceKey]*Servi
 	}
 	for _, k := range serviceKeys(r.services) {
 		sr := r.services[k]
+		tx := c.tx()
 		for _, name := range sortedKeys(sr.Chains) {
 			for _, rule := range sr.Chains[name] {
 				tx.Add(&knftables.Rule{Chain: name, Rule: rule})
@@ -128,24 +164,33 @@ func (r *Ruleset) WriteFull(tx *knftables.Transaction, all map[ServiceKey]*Servi
 			tx.Add(toElement(e))
 		}
 	}
+	var w ops
 	for _, c := range existing.Chains {
 		if !isServiceChain(c) || wantChains[c] {
 			continue
 		}
-		r.retire(tx, c, now)
+		r.retire(&w, c, now)
 	}
 	for _, s := range existing.Sets {
 		if strings.HasPrefix(s, affinityPrefix) && !wantSets[s] {
-			tx.Delete(&knftables.Set{Name: s})
+			w.deleteSet(s)
 		}
 	}
-	r.deleteStale(tx, now, wantChains)
+	r.deleteStale(&w, now, wantChains)
+	w.toTransaction(r.cfg, c.tx())
+	return c.finish()
 }
 
 // WriteUpdate writes the changes for the services in changed (a nil value means the
 // service is gone) and deletes chains that have been stale long enough. Services not
 // in changed are not touched.
 func (r *Ruleset) WriteUpdate(tx *knftables.Transaction, changed map[ServiceKey]*ServiceRules, now time.Time) {
+	var w ops
+	r.writeUpdate(&w, changed, now)
+	w.toTransaction(r.cfg, tx)
+}
+
+func (r *Ruleset) writeUpdate(w *ops, changed map[ServiceKey]*ServiceRules, now time.Time) {
 	keys := serviceKeys(changed)
 	type rewrite struct {
 		chain string
@@ -176,26 +221,26 @@ func (r *Ruleset) WriteUpdate(tx *knftables.Transaction, changed map[ServiceKey]
 			if had && !timeoutChanged && slices.Equal(oldRules, next.Chains[name]) {
 				continue
 			}
-			tx.Add(&knftables.Chain{Name: name})
+			w.addChain(name)
 			if had || r.stale[name] != (time.Time{}) {
-				tx.Flush(&knftables.Chain{Name: name})
+				w.flushChain(name)
 			}
 			delete(r.stale, name)
 			rewrites = append(rewrites, rewrite{name, next.Chains[name]})
 		}
 		for _, name := range sortedKeys(old.Chains) {
 			if _, keep := next.Chains[name]; !keep {
-				r.retire(tx, name, now)
+				r.retire(w, name, now)
 			}
 		}
 		for _, name := range sortedKeys(old.Affinity) {
 			if t, keep := next.Affinity[name]; !keep || t != old.Affinity[name] {
-				tx.Delete(&knftables.Set{Name: name})
+				w.deleteSet(name)
 			}
 		}
 		for _, name := range sortedKeys(next.Affinity) {
 			if t, had := old.Affinity[name]; !had || t != next.Affinity[name] {
-				tx.Add(affinitySet(r.cfg, name, next.Affinity[name]))
+				w.addAffinitySet(name, next.Affinity[name])
 			}
 		}
 		want := map[elemKey]element{}
@@ -233,21 +278,27 @@ func (r *Ruleset) WriteUpdate(tx *knftables.Transaction, changed map[ServiceKey]
 	}
 	for _, rw := range rewrites {
 		for _, rule := range rw.rules {
-			tx.Add(&knftables.Rule{Chain: rw.chain, Rule: rule})
+			w.addRule(rw.chain, rule)
 		}
 	}
 	for _, e := range elemDeletes {
-		tx.Delete(&knftables.Element{Map: e.Map, Key: strings.Split(e.Key, " . ")})
+		w.deleteElement(e)
 	}
 	for _, e := range elemAdds {
-		tx.Add(toElement(e))
+		w.addElement(e)
 	}
-	r.deleteStale(tx, now, newChains)
+	r.deleteStale(w, now, newChains)
 }
 
 // Reconcile retires service chains and deletes affinity sets that the kernel has
 // but the Ruleset does not know of (e.g. left by someone running nft by hand).
 func (r *Ruleset) Reconcile(tx *knftables.Transaction, existing Existing, now time.Time) {
+	var w ops
+	r.reconcile(&w, existing, now)
+	w.toTransaction(r.cfg, tx)
+}
+
+func (r *Ruleset) reconcile(w *ops, existing Existing, now time.Time) {
 	known := map[string]bool{}
 	sets := map[string]bool{}
 	for _, sr := range r.services {
@@ -261,13 +312,13 @@ func (r *Ruleset) Reconcile(tx *knftables.Transaction, existing Existing, now ti
 	for _, c := range existing.Chains {
 		if isServiceChain(c) && !known[c] {
 			if _, stale := r.stale[c]; !stale {
-				r.retire(tx, c, now)
+				r.retire(w, c, now)
 			}
 		}
 	}
 	for _, s := range existing.Sets {
 		if strings.HasPrefix(s, affinityPrefix) && !sets[s] {
-			tx.Delete(&knftables.Set{Name: s})
+			w.deleteSet(s)
 		}
 	}
 }
@@ -276,21 +327,21 @@ func (r *Ruleset) Reconcile(tx *knftables.Transaction, existing Existing, now ti
 // proxier schedules another sync while there are any.
 func (r *Ruleset) StaleChains() int { return len(r.stale) }
 
-func (r *Ruleset) retire(tx *knftables.Transaction, chain string, now time.Time) {
-	tx.Flush(&knftables.Chain{Name: chain})
+func (r *Ruleset) retire(w *ops, chain string, now time.Time) {
+	w.flushChain(chain)
 	if _, ok := r.stale[chain]; !ok {
 		r.stale[chain] = now
 	}
 }
 
-func (r *Ruleset) deleteStale(tx *knftables.Transaction, now time.Time, keep map[string]bool) {
+func (r *Ruleset) deleteStale(w *ops, now time.Time, keep map[string]bool) {
 	for _, c := range sortedKeys(r.stale) {
 		if keep[c] {
 			delete(r.stale, c)
 			continue
 		}
 		if now.Sub(r.stale[c]) >= staleChainDelay {
-			tx.Delete(&knftables.Chain{Name: c})
+			w.deleteChain(c)
 			delete(r.stale, c)
 		}
 	}
