@@ -25,6 +25,7 @@ import (
 	"edgenet.io/edgenet/api/v1alpha1"
 	"edgenet.io/edgenet/internal/agent"
 	"edgenet.io/edgenet/internal/appliance"
+	"edgenet.io/edgenet/internal/cleanup"
 	"edgenet.io/edgenet/internal/cni"
 	"edgenet.io/edgenet/internal/computenet"
 	"edgenet.io/edgenet/internal/controller"
@@ -45,6 +46,7 @@ commands:
   agent    run the per-node agent (the DaemonSet)
   dns      run the cluster DNS server (the Deployment behind the DNS service IP)
   controller  run the cluster-wide controllers (EndpointSlices, LoadBalancer IPs) under leader election
+  cleanup  remove what the agent put on this node (uninstall; see deploy/uninstall/)
   version  print the version
 
 Run 'edgenet <command> -h' for a command's flags.
@@ -83,6 +85,8 @@ func run(args []string) error {
 		return dnsCmd(ctx, rest)
 	case "controller":
 		return controllerCmd(ctx, rest)
+	case "cleanup":
+		return cleanupCmd(ctx, rest)
 	case "version":
 		fmt.Printf("edgenet %s (Kubernetes %s)\n", version.Version, version.Kubernetes)
 		return nil
@@ -291,4 +295,41 @@ func controllerCmd(ctx context.Context, args []string) error {
 			}},
 		},
 	})
+}
+
+func cleanupCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("edgenet cleanup", flag.ContinueOnError)
+	var cfg cleanup.Config
+	fs.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "the agent's --cni-bin-dir")
+	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "the agent's --cni-conf-dir")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/edgenet-agent", "the agent's --state-dir")
+	fs.StringVar(&cfg.VXLANDevice, "vxlan-device", routing.DefaultVXLANDevice, "the agent's VXLAN device")
+	check := fs.Bool("check", false, "change nothing: list what is left and fail if anything is")
+	hold := fs.Bool("hold", false, "then keep running until SIGTERM (a DaemonSet pod that shows the node is done)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.Log = newLogger("cleanup")
+	if *check {
+		left, err := cleanup.Find(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		for _, l := range left {
+			fmt.Println("left:", l)
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("cleanup: %d things left on this node", len(left))
+		}
+	} else {
+		removed, err := cleanup.Remove(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		cfg.Log.Info("node clean", "removed", len(removed))
+	}
+	if *hold {
+		<-ctx.Done()
+	}
+	return nil
 }
