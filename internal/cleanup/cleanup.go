@@ -94,11 +94,11 @@ func (c Config) validate() error {
 type Kind string
 
 const (
-	File     Kind = "file"
-	Dir      Kind = "dir"
-	NFTable  Kind = "nftables"
-	Route    Kind = "route"
-	Link     Kind = "link"
+	File    Kind = "file"
+	Dir     Kind = "dir"
+	NFTable Kind = "nftables"
+	Route   Kind = "route"
+	Link    Kind = "link"
 )
 
 // Leftover is one thing the agent left on the node.
