@@ -300,9 +300,11 @@ func controllerCmd(ctx context.Context, args []string) error {
 func cleanupCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("edgenet cleanup", flag.ContinueOnError)
 	var cfg cleanup.Config
-	fs.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/opt/cni/bin", "the agent's --cni-bin-dir")
-	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "the agent's --cni-conf-dir")
-	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/edgenet-agent", "the agent's --state-dir")
+	// Also from the environment: an exec readiness probe gets the container's
+	// environment (where $(NODE_NAME) expands), not its args.
+	fs.StringVar(&cfg.CNIBinDir, "cni-bin-dir", envOr("EDGENET_CNI_BIN_DIR", "/opt/cni/bin"), "the agent's --cni-bin-dir (default $EDGENET_CNI_BIN_DIR)")
+	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", envOr("EDGENET_CNI_CONF_DIR", "/etc/cni/net.d"), "the agent's --cni-conf-dir (default $EDGENET_CNI_CONF_DIR)")
+	fs.StringVar(&cfg.StateDir, "state-dir", envOr("EDGENET_STATE_DIR", "/var/lib/edgenet-agent"), "the agent's --state-dir (default $EDGENET_STATE_DIR)")
 	fs.StringVar(&cfg.VXLANDevice, "vxlan-device", routing.DefaultVXLANDevice, "the agent's VXLAN device")
 	check := fs.Bool("check", false, "change nothing: list what is left and fail if anything is")
 	hold := fs.Bool("hold", false, "then keep running until SIGTERM (a DaemonSet pod that shows the node is done)")
