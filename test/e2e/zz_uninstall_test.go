@@ -131,7 +131,7 @@ func TestUninstallLeavesNodesCleanAndReinstallWorks(t *testing.T) {
 	// while the agents still release their IPs: edgenet's own Deployments here.
 	start := time.Now()
 	kubectlOK(t, 3*time.Minute, "-n", "edgenet-system", "delete", "deployment", "--all", "--cascade=foreground", "--timeout=150s")
-	kubectlOK(t, 4*time.Minute, "delete", "-k", install, "--timeout=210s")
+	kubectlOK(t, 4*time.Minute, "delete", "-k", install, "--ignore-not-found", "--timeout=210s")
 	t.Logf("kubectl delete -k deploy/ took %s", time.Since(start).Round(100*time.Millisecond))
 	start = time.Now()
 	kubectlOK(t, time.Minute, "apply", "-k", uninstall)
