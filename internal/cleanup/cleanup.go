@@ -56,7 +56,7 @@ type Config struct {
 	VXLANDevice string // default routing.DefaultVXLANDevice
 	// NetNS is the path of the node's network namespace; empty means the calling thread's.
 	NetNS string
-	Log   *slog.Logger
+	Log   *slog.Logger // with the component attribute; default slog's with component=cleanup
 }
 
 func (c Config) withDefaults() Config {
@@ -73,9 +73,8 @@ func (c Config) withDefaults() Config {
 		c.VXLANDevice = routing.DefaultVXLANDevice
 	}
 	if c.Log == nil {
-		c.Log = slog.Default()
+		c.Log = slog.Default().With("component", "cleanup")
 	}
-	c.Log = c.Log.With("component", "cleanup")
 	return c
 }
 
