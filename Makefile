@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X edgenet.io/edgenet/internal/version.Version=$(VERSION)
 TESTFLAGS ?=
 UP_FLAGS ?=
 
-.PHONY: all build deps kube up down status test unit e2e lint clean generate verify bench
+.PHONY: all build deps kube up down status test unit e2e lint clean generate verify bench image
 all: build
 
 deps:
@@ -24,6 +24,12 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/testapp ./test/images/testapp
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/pause ./test/images/pause
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/demo-web ./cmd/demo-web
+
+# The edgenet image for a real cluster: an OCI image layout tarball (with a Docker
+# manifest.json too) for any registry client; see docs/INSTALL.md.
+IMAGE ?= docker.io/edgenet/edgenet:dev
+image: build
+	$(GO) run ./hack/image -edgenet bin/edgenet -ref $(IMAGE) -out bin/edgenet-image.oci.tar
 
 up: deps kube build
 	bin/edgenet up $(UP_FLAGS)

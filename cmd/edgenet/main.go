@@ -28,6 +28,7 @@ import (
 	// Called as a CNI plugin (edgenet-cni, loopback), the binary is the plugin and exits in
 	// this package's init, before the Kubernetes client packages initialize.
 	_ "edgenet.io/edgenet/internal/cni/multicall"
+	"edgenet.io/edgenet/internal/cleanup"
 	"edgenet.io/edgenet/internal/computenet"
 	"edgenet.io/edgenet/internal/controller"
 	"edgenet.io/edgenet/internal/dns"
@@ -51,6 +52,7 @@ commands:
   controller  run the cluster-wide controllers (EndpointSlices, LoadBalancer IPs, ComputeNetwork status) under
            leader election, and the ComputeNetwork admission webhook on every replica
   ui       serve the local web UI and its JSON API over HTTPS
+  cleanup  remove what the agent put on this node (uninstall; see deploy/uninstall/)
   version  print the version
 
 Run 'edgenet <command> -h' for a command's flags.
@@ -82,6 +84,8 @@ func run(args []string) error {
 		return controllerCmd(ctx, rest)
 	case "ui":
 		return uiCmd(ctx, rest)
+	case "cleanup":
+		return cleanupCmd(ctx, rest)
 	case "version":
 		fmt.Printf("edgenet %s (Kubernetes %s)\n", version.Version, version.Kubernetes)
 		return nil
@@ -340,4 +344,43 @@ func uiCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	return s.Serve(ctx, o)
+}
+
+func cleanupCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("edgenet cleanup", flag.ContinueOnError)
+	var cfg cleanup.Config
+	// Also from the environment: an exec readiness probe gets the container's
+	// environment (where $(NODE_NAME) expands), not its args.
+	fs.StringVar(&cfg.CNIBinDir, "cni-bin-dir", envOr("EDGENET_CNI_BIN_DIR", "/opt/cni/bin"), "the agent's --cni-bin-dir (default $EDGENET_CNI_BIN_DIR)")
+	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", envOr("EDGENET_CNI_CONF_DIR", "/etc/cni/net.d"), "the agent's --cni-conf-dir (default $EDGENET_CNI_CONF_DIR)")
+	fs.StringVar(&cfg.StateDir, "state-dir", envOr("EDGENET_STATE_DIR", "/var/lib/edgenet-agent"), "the agent's --state-dir (default $EDGENET_STATE_DIR)")
+	fs.StringVar(&cfg.VXLANDevice, "vxlan-device", routing.DefaultVXLANDevice, "the agent's VXLAN device")
+	check := fs.Bool("check", false, "change nothing: list what is left and fail if anything is")
+	hold := fs.Bool("hold", false, "then keep running until SIGTERM (a DaemonSet pod that shows the node is done)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.Log = newLogger("cleanup")
+	if *check {
+		left, err := cleanup.Find(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		for _, l := range left {
+			fmt.Println("left:", l)
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("cleanup: %d things left on this node", len(left))
+		}
+	} else {
+		removed, err := cleanup.Remove(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		cfg.Log.Info("node clean", "removed", len(removed))
+	}
+	if *hold {
+		<-ctx.Done()
+	}
+	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 
+	"edgenet.io/edgenet/internal/cleanup"
 	"edgenet.io/edgenet/internal/ipam"
 )
 
@@ -37,9 +38,10 @@ type PodNetConfig struct {
 
 const (
 	// hostRoot is the host's root directory, seen through init's /proc entry.
-	hostRoot   = "/proc/1/root"
-	confName   = "10-edgenet.conflist"
-	pluginName = "edgenet-cni"
+	hostRoot = "/proc/1/root"
+	// The names `edgenet cleanup` removes on uninstall.
+	confName   = cleanup.ConfName
+	pluginName = cleanup.PluginName
 	// gcGrace is how long an IP stays allocated before the GC may consider it: a pod's
 	// ADD can come before the API shows the pod with its IP.
 	gcGrace = 2 * time.Minute
@@ -121,14 +123,6 @@ func (p *podNet) install(sock string) error {
 	return writeFileAtomic(filepath.Join(p.cfg.CNIConfDir, confName), b, 0o644)
 }
 
-// Uninstall removes the CNI conf and plugin the agent installed.
-func (c PodNetConfig) Uninstall() error {
-	return errors.Join(
-		ignoreNotExist(os.Remove(filepath.Join(c.CNIConfDir, confName))),
-		ignoreNotExist(os.Remove(filepath.Join(c.CNIBinDir, pluginName))),
-	)
-}
-
 // gc frees IPs whose pod is gone. An IP is kept when its pod exists on this node, when
 // its network namespace still exists (the sandbox lives even if the API says
 // otherwise), or when it is younger than gcGrace: never an IP of a live pod.
@@ -203,11 +197,4 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-func ignoreNotExist(err error) error {
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
 }

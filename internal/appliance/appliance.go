@@ -33,6 +33,7 @@ import (
 	"edgenet.io/edgenet/api/v1alpha1"
 	"edgenet.io/edgenet/deploy"
 	"edgenet.io/edgenet/internal/computenet"
+	"edgenet.io/edgenet/internal/image"
 	"edgenet.io/edgenet/internal/pki"
 )
 
@@ -144,7 +145,7 @@ func Up(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 		for _, spec := range specs {
-			if err := writeImage(spec, filepath.Join(imgDir, imageFile(spec.ref))); err != nil {
+			if err := image.WriteDockerArchive(spec, filepath.Join(imgDir, imageFile(spec.Ref))); err != nil {
 				return err
 			}
 		}

@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"edgenet.io/edgenet/internal/image"
 	"fmt"
 	"io"
 	"io/fs"
@@ -29,16 +30,16 @@ const (
 
 // demoImages are the demo's images: the web front end from binDir, and Redis from the
 // host's redis-server package.
-func demoImages(binDir string) ([]imageSpec, error) {
+func demoImages(binDir string) ([]image.Spec, error) {
 	files := map[string]string{}
 	// redis-server is a symlink to redis-check-rdb and picks its role by argv[0]: the
 	// file goes into the image under the server's name.
-	if err := addWithLibs(files, redisServer); err != nil {
+	if err := image.AddWithLibs(files, redisServer); err != nil {
 		return nil, fmt.Errorf("demo image %s: %w", redisImage, err)
 	}
-	return []imageSpec{
-		{ref: demoWebImage, files: map[string]string{"demo-web": filepath.Join(binDir, "demo-web")}, entrypoint: []string{"/demo-web"}},
-		{ref: redisImage, files: files, entrypoint: []string{redisServer}},
+	return []image.Spec{
+		{Ref: demoWebImage, Files: map[string]string{"demo-web": filepath.Join(binDir, "demo-web")}, Entrypoint: []string{"/demo-web"}},
+		{Ref: redisImage, Files: files, Entrypoint: []string{redisServer}},
 	}, nil
 }
 

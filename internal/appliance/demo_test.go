@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"bytes"
+	"edgenet.io/edgenet/internal/image"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -27,14 +28,14 @@ func TestRedisImageRunsFromItsOwnFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var redis imageSpec
+	var redis image.Spec
 	for _, s := range specs {
-		if s.ref == redisImage {
+		if s.Ref == redisImage {
 			redis = s
 		}
 	}
 	root := t.TempDir()
-	for dst, src := range redis.files {
+	for dst, src := range redis.Files {
 		b, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
@@ -46,16 +47,16 @@ func TestRedisImageRunsFromItsOwnFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, ok := redis.files["usr/bin/redis-server"]; !ok {
-		t.Fatalf("no usr/bin/redis-server in the image: %v", redis.files)
+	if _, ok := redis.Files["usr/bin/redis-server"]; !ok {
+		t.Fatalf("no usr/bin/redis-server in the image: %v", redis.Files)
 	}
-	out, err := exec.Command("chroot", root, redis.entrypoint[0], "--version").CombinedOutput()
+	out, err := exec.Command("chroot", root, redis.Entrypoint[0], "--version").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Redis server v=") {
 		t.Fatalf("redis-server --version in the image's root: %v\n%s", err, out)
 	}
 	// And the image tarball is written.
 	tar := filepath.Join(t.TempDir(), "redis.tar")
-	if err := writeImage(redis, tar); err != nil {
+	if err := image.WriteDockerArchive(redis, tar); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -168,7 +168,8 @@ func (e *Env) start() error {
 		"--client-ca-file=" + ca.Path("ca.crt"),
 		"--service-account-key-file=" + ca.Path("sa.pub"), "--service-account-signing-key-file=" + ca.Path("sa.key"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--authorization-mode=RBAC", "--profiling=false"}
+		// As on every real cluster (kubeadm, the appliance): the CNI agent is privileged.
+		"--authorization-mode=RBAC", "--profiling=false", "--allow-privileged=true"}
 	if e.apiserver, err = e.runAPIServer(ports[2]); err != nil {
 		return err
 	}
