@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"context"
-	"edgenet.io/edgenet/internal/image"
 	"fmt"
 	"io"
 	"io/fs"
@@ -17,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"edgenet.io/edgenet/deploy"
+	"edgenet.io/edgenet/internal/image"
 )
 
 // The demo application (deploy/demo): cmd/demo-web in front of Debian's redis-server.

@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"bytes"
-	"edgenet.io/edgenet/internal/image"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"edgenet.io/edgenet/deploy"
+	"edgenet.io/edgenet/internal/image"
 )
 
 // The Redis image holds everything redis-server needs: run it from a root made of
