@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"context"
+	"encoding/binary"
 	"net/netip"
 	"strings"
 	"testing"
@@ -84,8 +85,7 @@ func TestRulesCompileForKubernetes130(t *testing.T) {
 	}
 }
 
-// ruleErrors validates obj against the CEL rules of the CRD of kind and returns the messages of
-// the errors on field (e.g. "spec.addresses[0]").
+// ruleChecker runs the CEL rules of one CRD of deploy/crds.
 type ruleChecker struct {
 	s *schema.Structural
 	v *celschema.Validator
@@ -96,6 +96,7 @@ func newRuleChecker(t testing.TB, kind string) ruleChecker {
 	return ruleChecker{s: s, v: celschema.NewValidator(s, true, celconfig.PerCallLimit)}
 }
 
+// refused validates obj and reports whether a rule refused field (e.g. "spec.addresses[0]").
 func (c ruleChecker) refused(t testing.TB, obj map[string]any, field string) bool {
 	t.Helper()
 	errs, _ := c.v.Validate(context.Background(), nil, c.s, obj, nil, celconfig.RuntimeCELCostBudget)
@@ -296,4 +297,36 @@ func computeNetworkObject() map[string]any {
 			"nodeIPRange": "192.168.50.10-192.168.50.19", "externalServiceIPRanges": []any{"192.168.50.100-192.168.50.119"},
 			"podCIDR": "172.27.0.0/16", "serviceCIDR": "172.28.0.0/16", "podBlockSize": int64(26),
 			"clusterDomain": "cluster.local"}}
+}
+
+// The IPv4 host-bits and gateway checks are integer arithmetic on the octets: compare them with
+// net/netip on any address, prefix length and gateway.
+func FuzzIPv4ArithmeticRules(f *testing.F) {
+	f.Add(uint32(0xc0a83200), uint8(24), uint32(0xc0a83201)) // 192.168.50.0/24, .1
+	f.Add(uint32(0xc0a83201), uint8(24), uint32(0xc0a83301)) // host bits, gateway outside
+	f.Add(uint32(0), uint8(0), uint32(0xffffffff))
+	f.Add(uint32(0xffffffff), uint8(32), uint32(0xffffffff))
+	f.Add(uint32(0x0a000000), uint8(23), uint32(0x0a000200)) // just past the end
+	f.Add(uint32(0x0a000000), uint8(8), uint32(0x0affffff))
+	c := newRuleChecker(f, "ComputeNetwork")
+	f.Fuzz(func(t *testing.T, site uint32, bits uint8, gw uint32) {
+		bits %= 33
+		p := netip.PrefixFrom(addr4(site), int(bits))
+		g := addr4(gw)
+		obj := computeNetworkObject()
+		spec := obj["spec"].(map[string]any)
+		spec["siteSubnet"], spec["gateway"] = p.String(), g.String()
+		if got, want := c.refused(t, obj, "spec.siteSubnet"), p.Masked() != p; got != want {
+			t.Errorf("siteSubnet %s: refused %v, want %v", p, got, want)
+		}
+		if got, want := c.refused(t, obj, "spec.gateway"), !p.Contains(g); got != want {
+			t.Errorf("gateway %s in %s: refused %v, want %v", g, p, got, want)
+		}
+	})
+}
+
+func addr4(v uint32) netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
 }
