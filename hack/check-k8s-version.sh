@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Checks that edgenet's manifests install on a given Kubernetes release: builds that release's
-# kube-apiserver from the Go module proxy into .cache/kube-<version>/bin (once), then runs the
-# API tests of api/v1alpha1 and deploy against it (etcd + that apiserver on loopback ports):
-# the CRDs of `kubectl kustomize deploy/` are created and their rules enforced, every
-# manifest and example server-side applies, and invalid objects are refused.
+# Checks that edgenet installs on a given Kubernetes release: builds that release's
+# kube-apiserver from the Go module proxy into .cache/kube-<version>/bin (once; the pinned
+# release of hack/kube is reused), starts etcd and it on loopback ports, server-side applies
+# `kubectl kustomize deploy/` (twice) and deploy/examples/computenetwork.yaml, checks that
+# invalid ComputeNetwork, AddressPool and IPAMBlock objects are refused, and runs the API
+# tests of api/v1alpha1 (every CRD rule, valid and invalid objects) against that release.
 #
 #   hack/check-k8s-version.sh v1.30.14
 #   hack/check-k8s-version.sh --build-only v1.31.14
 #
-# A manual tool for release checks, not part of `make test`: the build takes several minutes.
-# kubectl stays the pinned one of bin/kube (kubectl supports apiservers one minor older).
+# A manual tool for release checks, not part of `make test`: a build takes several minutes.
+# kubectl is the pinned one of bin/kube: server-side apply leaves the work to the apiserver.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
