@@ -254,6 +254,20 @@ func TestInstallAgainstAPIServer(t *testing.T) {
 			}
 			kubectl(t, kc, "apply", "--server-side", "--dry-run=server", "-k", tc.install)
 			kubectl(t, kc, "wait", "--for", "condition=established", "--timeout=30s", "crd/computenetworks.edgenet.io")
+			// ComputeNetwork admission is the controller's webhook (failurePolicy Fail),
+			// and no controller runs here: the object is refused, nothing unchecked gets in.
+			// (testenv's apiserver calls webhooks at their endpoints, so nothing is sent.)
+			refused, err := exec.Command(kubectlPath(t), "--kubeconfig", kc, "apply", "--server-side", "-f", "examples/computenetwork.yaml").CombinedOutput()
+			if err == nil || !strings.Contains(string(refused), "computenetworks.edgenet.io") {
+				t.Errorf("ComputeNetwork applied with no webhook serving: %v\n%s", err, refused)
+			}
+			// The call failed at the endpoint lookup: no packet went to a ClusterIP.
+			if !strings.Contains(string(refused), "no endpoints available") {
+				t.Errorf("the apiserver did not call the webhook at its endpoints:\n%s", refused)
+			}
+			// Without the webhook, the CRD's own checks take the example; internal/computenet's
+			// are TestExampleComputeNetworkIsValid's.
+			kubectl(t, kc, "delete", "validatingwebhookconfiguration", "edgenet-webhook")
 			applyRetry(t, kc, "apply", "--server-side", "-f", "examples/computenetwork.yaml")
 			out := kubectl(t, kc, "get", "computenetwork", "default", "-o", "jsonpath={.spec.nodeIPRange}")
 			if out != "192.168.60.10-192.168.60.13" {

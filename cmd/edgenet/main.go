@@ -25,10 +25,10 @@ import (
 	"edgenet.io/edgenet/api/v1alpha1"
 	"edgenet.io/edgenet/internal/agent"
 	"edgenet.io/edgenet/internal/appliance"
+	"edgenet.io/edgenet/internal/cleanup"
 	// Called as a CNI plugin (edgenet-cni, loopback), the binary is the plugin and exits in
 	// this package's init, before the Kubernetes client packages initialize.
 	_ "edgenet.io/edgenet/internal/cni/multicall"
-	"edgenet.io/edgenet/internal/cleanup"
 	"edgenet.io/edgenet/internal/computenet"
 	"edgenet.io/edgenet/internal/controller"
 	"edgenet.io/edgenet/internal/dns"
