@@ -120,6 +120,12 @@ type ComputeNetworkSpec struct {
 	UpstreamDNS []IPAddress `json:"upstreamDNS,omitempty"`
 }
 
+// The address rules below are RE2 regexes and integer arithmetic on the octets, not CEL's
+// IP library (isIP, cidr(), ...): CRDs may use that library only from Kubernetes 1.31, and
+// edgenet installs on 1.30. rules_test.go compiles them as 1.30 does and fuzzes them
+// against net/netip; IPv6 host bits and IPv6 containment are the webhook's
+// (internal/computenet) and, for AddressPools, the pool controller's.
+
 // CIDR is an IPv4 or IPv6 prefix with no host bits set, e.g. 172.27.0.0/16.
 //
 // +kubebuilder:validation:MinLength=4
