@@ -27,6 +27,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("IPAMBlockValidation", func(t *testing.T) { testIPAMBlockValidation(t, c) })
 	t.Run("IPAMBlockImmutable", func(t *testing.T) { testIPAMBlockImmutable(t, c) })
 	t.Run("ComputeNetworkValidation", func(t *testing.T) { testComputeNetworkValidation(t, c) })
+	t.Run("AddressPoolValidation", func(t *testing.T) { testAddressPoolValidation(t, c) })
 	t.Run("ComputeNetworkUpdates", func(t *testing.T) { testComputeNetworkUpdates(t, c) })
 	t.Run("ClientWatchAndDelete", func(t *testing.T) { testClientWatchAndDelete(t, c) })
 }
@@ -58,6 +59,9 @@ func testIPAMBlockValidation(t *testing.T, c *v1.Client) {
 	}{
 		{what: "IPv4 block", name: "172-27-0-64-26", cidr: "172.27.0.64/26", node: "node-1"},
 		{what: "IPv6 block", name: "fd00-27--40-122", cidr: "fd00:27::40/122", node: "node-1"},
+		// Canonical: the longest zero run is the one compressed, a shorter one stays.
+		{what: "IPv6 block with a zero run left", name: "2001-db8-0-0-1---80", cidr: "2001:db8:0:0:1::/80", node: "node-1"},
+		{what: "everything", name: "0-0-0-0-0", cidr: "0.0.0.0/0", node: "node-1"},
 		{what: "not a CIDR", name: "not-a-cidr", cidr: "not-a-cidr", node: "node-1",
 			want: []string{"spec.cidr", "must be a CIDR"}},
 		{what: "prefix too long", name: "172-27-0-64-33", cidr: "172.27.0.64/33", node: "node-1",
@@ -66,6 +70,20 @@ func testIPAMBlockValidation(t *testing.T, c *v1.Client) {
 			want: []string{"spec.cidr", "no host bits"}},
 		{what: "IPv6 not canonical", name: "fd00-0--40-122", cidr: "fd00:0::40/122", node: "node-1",
 			want: []string{"spec.cidr", "canonical"}},
+		{what: "octet over 255", name: "172-27-256-0-26", cidr: "172.27.256.0/26", node: "node-1",
+			want: []string{"spec.cidr", "must be a CIDR"}},
+		{what: "IPv4 leading zero", name: "172-027-0-0-26", cidr: "172.027.0.0/26", node: "node-1",
+			want: []string{"spec.cidr", "must be a CIDR"}},
+		{what: "IPv6 upper case", name: "fd00-27--80-122", cidr: "FD00:27::80/122", node: "node-1",
+			want: []string{"spec.cidr", "canonical"}},
+		{what: "IPv6 leading zero", name: "fd00-027--80-122", cidr: "fd00:027::80/122", node: "node-1",
+			want: []string{"spec.cidr", "canonical"}},
+		{what: "IPv6 zeros not compressed", name: "fd00-27-0-0-0-0-0-80-122", cidr: "fd00:27:0:0:0:0:0:80/122", node: "node-1",
+			want: []string{"spec.cidr", "canonical"}},
+		{what: "IPv6 one zero group compressed", name: "fd00-1-2-3-4-5--80-122", cidr: "fd00:1:2:3:4:5::80/122", node: "node-1",
+			want: []string{"spec.cidr", "canonical"}},
+		{what: "IPv6 prefix too long", name: "fd00-27--80-129", cidr: "fd00:27::80/129", node: "node-1",
+			want: []string{"spec.cidr", "must be a CIDR"}},
 		{what: "address without length", name: "172-27-0-64", cidr: "172.27.0.64", node: "node-1",
 			want: []string{"spec.cidr"}},
 		{what: "IPv4-mapped", name: "ffff-ac1b-0-120", cidr: "::ffff:172.27.0.0/120", node: "node-1",
@@ -144,6 +162,20 @@ func testComputeNetworkValidation(t *testing.T, c *v1.Client) {
 		{what: "not named default", name: "site-a", want: []string{"must be named 'default'"}},
 		{what: "site subnet with host bits", mutate: func(s *v1.ComputeNetworkSpec) { s.SiteSubnet = "192.168.50.1/24" },
 			want: []string{"spec.siteSubnet", "no host bits"}},
+		{what: "site subnet octet over 255", mutate: func(s *v1.ComputeNetworkSpec) { s.SiteSubnet = "192.168.300.0/24" },
+			want: []string{"spec.siteSubnet", "must be a CIDR"}},
+		{what: "gateway with a leading zero", mutate: func(s *v1.ComputeNetworkSpec) { s.Gateway = "192.168.50.01" },
+			want: []string{"spec.gateway", "must be an IP address"}},
+		{what: "gateway of the other family", mutate: func(s *v1.ComputeNetworkSpec) { s.Gateway = "fd00::1" },
+			want: []string{"spec.gateway", "inside siteSubnet"}},
+		{what: "gateway just past the site", mutate: func(s *v1.ComputeNetworkSpec) {
+			s.SiteSubnet, s.Gateway = "10.0.0.0/23", "10.0.2.0"
+		}, want: []string{"spec.gateway", "inside siteSubnet"}},
+		{what: "node range CIDR with host bits", mutate: func(s *v1.ComputeNetworkSpec) { s.NodeIPRange = "192.168.50.9/31" },
+			want: []string{"spec.nodeIPRange", "no host bits"}},
+		{what: "external range prefix too long", mutate: func(s *v1.ComputeNetworkSpec) {
+			s.ExternalServiceIPRanges = []v1.IPRange{"fd00::/129"}
+		}, want: []string{"spec.externalServiceIPRanges[0]"}},
 		{what: "gateway not an IP", mutate: func(s *v1.ComputeNetworkSpec) { s.Gateway = "router" },
 			want: []string{"spec.gateway", "must be an IP address"}},
 		{what: "gateway outside the site", mutate: func(s *v1.ComputeNetworkSpec) { s.Gateway = "192.168.51.1" },
@@ -184,6 +216,62 @@ func testComputeNetworkValidation(t *testing.T, c *v1.Client) {
 	list, err := c.ComputeNetworks().List(ctx, metav1.ListOptions{})
 	if err != nil || len(list.Items) != 0 {
 		t.Errorf("after only invalid creates: %d ComputeNetworks, %v", len(list.Items), err)
+	}
+
+	// Valid settings pass the rules (dry run: the creates above must stay the only ones).
+	for _, tc := range []struct {
+		what   string
+		mutate func(*v1.ComputeNetworkSpec)
+	}{
+		{what: "the base settings", mutate: func(*v1.ComputeNetworkSpec) {}},
+		{what: "spaces around a range's dash", mutate: func(s *v1.ComputeNetworkSpec) { s.NodeIPRange = " 192.168.50.10 - 192.168.50.19 " }},
+		{what: "gateway at the top of a /8", mutate: func(s *v1.ComputeNetworkSpec) { s.SiteSubnet, s.Gateway = "10.0.0.0/8", "10.255.255.254" }},
+		{what: "IPv6", mutate: func(s *v1.ComputeNetworkSpec) {
+			s.SiteSubnet, s.Gateway, s.NodeIPRange = "fd00:50::/64", "fd00:50::1", "fd00:50::10-fd00:50::19"
+			s.ExternalServiceIPRanges = []v1.IPRange{"fd00:50::100/120", "FD00:50::200", "fd00:50:0:0:0:0:0:300-fd00:50::3ff"}
+			s.PodCIDR, s.ServiceCIDR, s.PodBlockSize = "fd00:27::/48", "fd00:28::/112", 64
+			s.UpstreamDNS = []v1.IPAddress{"2001:4860:4860::8888", "::1"}
+		}},
+	} {
+		cn := computeNetwork(v1.ComputeNetworkName)
+		tc.mutate(&cn.Spec)
+		if _, err := c.ComputeNetworks().Create(ctx, cn, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Errorf("%s: %v", tc.what, err)
+		}
+	}
+}
+
+func testAddressPoolValidation(t *testing.T, c *v1.Client) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		what      string
+		name      string
+		addresses []v1.IPRange
+		want      []string // none: must be accepted
+	}{
+		{what: "every form", name: "lab", addresses: []v1.IPRange{"10.0.0.1-10.0.0.9", "10.0.1.0/24", "10.0.2.7", "fd00::1", "fd00:1::/120", "fd00::10-fd00::20"}},
+		{what: "named default", name: "default", addresses: []v1.IPRange{"10.0.3.0/24"}, want: []string{"named 'default'"}},
+		{what: "octet over 255", name: "bad-octet", addresses: []v1.IPRange{"10.0.0.1-10.0.0.256"},
+			want: []string{"spec.addresses[0]", "address range"}},
+		{what: "host bits", name: "bad-bits", addresses: []v1.IPRange{"10.0.0.0/24", "10.0.1.1/24"},
+			want: []string{"spec.addresses[1]", "no host bits"}},
+		{what: "across families", name: "bad-family", addresses: []v1.IPRange{"10.0.0.1-fd00::1"},
+			want: []string{"spec.addresses[0]", "one address family"}},
+		{what: "IPv4-mapped", name: "bad-mapped", addresses: []v1.IPRange{"::ffff:10.0.0.1"},
+			want: []string{"spec.addresses[0]"}},
+		{what: "zone", name: "bad-zone", addresses: []v1.IPRange{"fe80::1%eth0"},
+			want: []string{"spec.addresses[0]"}},
+		{what: "no addresses", name: "empty", want: []string{"spec.addresses"}},
+	} {
+		pool := &v1.AddressPool{ObjectMeta: metav1.ObjectMeta{Name: tc.name}, Spec: v1.AddressPoolSpec{Addresses: tc.addresses}}
+		_, err := c.AddressPools().Create(ctx, pool, metav1.CreateOptions{})
+		if len(tc.want) == 0 {
+			if err != nil {
+				t.Errorf("%s: %v", tc.what, err)
+			}
+			continue
+		}
+		wantInvalid(t, tc.what, err, tc.want...)
 	}
 }
 

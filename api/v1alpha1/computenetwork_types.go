@@ -44,8 +44,8 @@ type ComputeNetwork struct {
 // ComputeNetworkSpec is what the admin sets on the Compute network page. Field names match
 // internal/computenet.Settings.
 //
-// +kubebuilder:validation:XValidation:rule="!isCIDR(self.siteSubnet) || !isIP(self.gateway) || cidr(self.siteSubnet).containsIP(self.gateway)",message="gateway must be inside siteSubnet",fieldPath=".gateway"
-// +kubebuilder:validation:XValidation:rule="!isCIDR(self.podCIDR) || (self.podBlockSize >= cidr(self.podCIDR).prefixLength() && self.podBlockSize <= (cidr(self.podCIDR).ip().family() == 4 ? 32 : 128))",message="podBlockSize must be a prefix length between podCIDR's and the address length",fieldPath=".podBlockSize"
+// +kubebuilder:validation:XValidation:rule="self.siteSubnet.contains(':') == self.gateway.contains(':') && (!(self.siteSubnet.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$') && self.gateway.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$')) || (int(self.gateway.split('.')[0]) * 16777216 + int(self.gateway.split('.')[1]) * 65536 + int(self.gateway.split('.')[2]) * 256 + int(self.gateway.split('.')[3])) / [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864, 134217728, 268435456, 536870912, 1073741824, 2147483648, 4294967296][32 - int(self.siteSubnet.split('/')[1])] == (int(self.siteSubnet.split('/')[0].split('.')[0]) * 16777216 + int(self.siteSubnet.split('/')[0].split('.')[1]) * 65536 + int(self.siteSubnet.split('/')[0].split('.')[2]) * 256 + int(self.siteSubnet.split('/')[0].split('.')[3])) / [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864, 134217728, 268435456, 536870912, 1073741824, 2147483648, 4294967296][32 - int(self.siteSubnet.split('/')[1])])",message="gateway must be inside siteSubnet",fieldPath=".gateway"
+// +kubebuilder:validation:XValidation:rule="!self.podCIDR.matches('^[^/]+/[0-9]{1,3}$') || (self.podBlockSize >= int(self.podCIDR.split('/')[1]) && self.podBlockSize <= (self.podCIDR.contains(':') ? 128 : 32))",message="podBlockSize must be a prefix length between podCIDR's and the address length",fieldPath=".podBlockSize"
 type ComputeNetworkSpec struct {
 	// Nodes is the number of nodes in the cluster; nodeIPRange holds one address per node plus the cluster VIP.
 	//
@@ -120,25 +120,31 @@ type ComputeNetworkSpec struct {
 	UpstreamDNS []IPAddress `json:"upstreamDNS,omitempty"`
 }
 
+// The address rules below are RE2 regexes and integer arithmetic on the octets, not CEL's
+// IP library (isIP, cidr(), ...): CRDs may use that library only from Kubernetes 1.31, and
+// edgenet installs on 1.30. rules_test.go compiles them as 1.30 does and fuzzes them
+// against net/netip; IPv6 host bits and IPv6 containment are the webhook's
+// (internal/computenet) and, for AddressPools, the pool controller's.
+
 // CIDR is an IPv4 or IPv6 prefix with no host bits set, e.g. 172.27.0.0/16.
 //
 // +kubebuilder:validation:MinLength=4
 // +kubebuilder:validation:MaxLength=43
-// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).masked() == cidr(self)",message="must be a CIDR with no host bits set (e.g. 172.27.0.0/16)"
+// +kubebuilder:validation:XValidation:rule="self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$') ? (int(self.split('/')[0].split('.')[0]) * 16777216 + int(self.split('/')[0].split('.')[1]) * 65536 + int(self.split('/')[0].split('.')[2]) * 256 + int(self.split('/')[0].split('.')[3])) % [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864, 134217728, 268435456, 536870912, 1073741824, 2147483648, 4294967296][32 - int(self.split('/')[1])] == 0 : self.matches('^(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$')",message="must be a CIDR with no host bits set (e.g. 172.27.0.0/16)"
 type CIDR string
 
 // IPAddress is an IPv4 or IPv6 address without zone.
 //
 // +kubebuilder:validation:MinLength=2
 // +kubebuilder:validation:MaxLength=45
-// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be an IP address"
+// +kubebuilder:validation:XValidation:rule="self.matches('^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:)))$')",message="must be an IP address"
 type IPAddress string
 
 // IPRange is an inclusive address range "first-last", a single address, or a CIDR with no host bits set.
 //
 // +kubebuilder:validation:MinLength=2
 // +kubebuilder:validation:MaxLength=93
-// +kubebuilder:validation:XValidation:rule="isCIDR(self) ? cidr(self).masked() == cidr(self) : (self.split('-').size() <= 2 && self.split('-').all(a, isIP(a.trim())) && ip(self.split('-')[0].trim()).family() == ip(self.split('-')[self.split('-').size() - 1].trim()).family())",message="must be an address range 'first-last', a single address or a CIDR with no host bits set, of one address family"
+// +kubebuilder:validation:XValidation:rule="self.trim().matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$') ? (int(self.trim().split('/')[0].split('.')[0]) * 16777216 + int(self.trim().split('/')[0].split('.')[1]) * 65536 + int(self.trim().split('/')[0].split('.')[2]) * 256 + int(self.trim().split('/')[0].split('.')[3])) % [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864, 134217728, 268435456, 536870912, 1073741824, 2147483648, 4294967296][32 - int(self.trim().split('/')[1])] == 0 : self.matches('^[[:space:]]*((([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9])|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])([[:space:]]*-[[:space:]]*((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))?|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))([[:space:]]*-[[:space:]]*(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:)))?)[[:space:]]*$')",message="must be an address range 'first-last', a single address or a CIDR with no host bits set, of one address family"
 type IPRange string
 
 // ComputeNetworkStatus reports whether the settings are in effect and how much of the ranges is used.
