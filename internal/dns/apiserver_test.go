@@ -25,6 +25,20 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
+// eventually fails the test if cond has not held within 15 s.
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: %v", what, err)
+}
+
 // Against a real kube-apiserver: records follow creates, updates and deletes, the server
 // keeps answering from its last state when its apiserver goes away, and catches up with
 // what changed meanwhile (through a second apiserver on the same etcd) when it returns.
@@ -47,18 +61,6 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	query := func(name string, qtype uint16) (*mdns.Msg, error) {
 		r, _, err := c.Exchange(new(mdns.Msg).SetQuestion(name, qtype), addr)
 		return r, err
-	}
-	eventually := func(what string, cond func() error) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		var err error
-		for time.Now().Before(deadline) {
-			if err = cond(); err == nil {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Fatalf("%s: %v", what, err)
 	}
 	answerIs := func(name string, qtype uint16, want string) func() error {
 		return func() error {
@@ -95,14 +97,14 @@ func TestRunAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	ip := svc.Spec.ClusterIP
-	eventually("A after create", answerIs("db.default.svc.cluster.local.", mdns.TypeA, ip))
-	eventually("SRV after create", answerIs("_sql._tcp.db.default.svc.cluster.local.", mdns.TypeSRV, "5432"))
+	eventually(t, "A after create", answerIs("db.default.svc.cluster.local.", mdns.TypeA, ip))
+	eventually(t, "SRV after create", answerIs("_sql._tcp.db.default.svc.cluster.local.", mdns.TypeSRV, "5432"))
 
 	svc.Spec.Ports[0].Port = 6543
 	if _, err := kube.Services("default").Update(bg, svc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually("SRV after update", answerIs("_sql._tcp.db.default.svc.cluster.local.", mdns.TypeSRV, "6543"))
+	eventually(t, "SRV after update", answerIs("_sql._tcp.db.default.svc.cluster.local.", mdns.TypeSRV, "6543"))
 
 	other := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "cache", Namespace: "default"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 6379}}}}
@@ -110,11 +112,11 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually("second service", answerIs("cache.default.svc.cluster.local.", mdns.TypeA, other.Spec.ClusterIP))
+	eventually(t, "second service", answerIs("cache.default.svc.cluster.local.", mdns.TypeA, other.Spec.ClusterIP))
 	if err := kube.Services("default").Delete(bg, "db", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually("NXDOMAIN after delete", answerIs("db.default.svc.cluster.local.", mdns.TypeA, "NXDOMAIN"))
+	eventually(t, "NXDOMAIN after delete", answerIs("db.default.svc.cluster.local.", mdns.TypeA, "NXDOMAIN"))
 
 	// The apiserver goes away: answers continue from the last known state.
 	other2, err := env.ExtraAPIServer()
@@ -146,6 +148,6 @@ func TestRunAgainstAPIServer(t *testing.T) {
 	if err := env.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
-	eventually("created while away", answerIs("late.default.svc.cluster.local.", mdns.TypeA, late.Spec.ClusterIP))
-	eventually("deleted while away", answerIs("cache.default.svc.cluster.local.", mdns.TypeA, "NXDOMAIN"))
+	eventually(t, "created while away", answerIs("late.default.svc.cluster.local.", mdns.TypeA, late.Spec.ClusterIP))
+	eventually(t, "deleted while away", answerIs("cache.default.svc.cluster.local.", mdns.TypeA, "NXDOMAIN"))
 }

@@ -69,19 +69,7 @@ func TestUpstreamsFollowComputeNetwork(t *testing.T) {
 			return nil
 		}
 	}
-	eventually := func(what string, cond func() error) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		var err error
-		for time.Now().Before(deadline) {
-			if err = cond(); err == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Fatalf("%s: %v", what, err)
-	}
-	eventually("no ComputeNetwork: the configured upstream", answeredBy("192.0.2.1"))
+	eventually(t, "no ComputeNetwork: the configured upstream", answeredBy("192.0.2.1"))
 
 	edge, err := v1.NewForConfig(env.Config)
 	if err != nil {
@@ -98,17 +86,17 @@ func TestUpstreamsFollowComputeNetwork(t *testing.T) {
 	if cn, err = edge.ComputeNetworks().Create(bg, cn, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually("upstreamDNS set", answeredBy("192.0.2.2"))
+	eventually(t, "upstreamDNS set", answeredBy("192.0.2.2"))
 
 	cn.Spec.UpstreamDNS = []v1.IPAddress{"127.0.0.3"}
 	if cn, err = edge.ComputeNetworks().Update(bg, cn, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually("upstreamDNS changed", answeredBy("192.0.2.3"))
+	eventually(t, "upstreamDNS changed", answeredBy("192.0.2.3"))
 
 	cn.Spec.UpstreamDNS = nil
 	if _, err = edge.ComputeNetworks().Update(bg, cn, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually("upstreamDNS cleared: back to the configured upstream", answeredBy("192.0.2.1"))
+	eventually(t, "upstreamDNS cleared: back to the configured upstream", answeredBy("192.0.2.1"))
 }
