@@ -153,12 +153,3 @@ func nodeOf(pods []corev1.Pod) map[string]corev1.Pod {
 	}
 	return m
 }
-
-func hostnameIn(out string) string {
-	i := strings.Index(out, `"hostname":"`)
-	if i < 0 {
-		return ""
-	}
-	rest := out[i+len(`"hostname":"`):]
-	return rest[:strings.IndexByte(rest, '"')]
-}
