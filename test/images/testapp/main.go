@@ -36,7 +36,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: testapp serve|http|dns ...")
+		return errors.New("usage: testapp serve|http|dns|ping|tcp [args]")
 	}
 	switch args[0] {
 	case "serve":
