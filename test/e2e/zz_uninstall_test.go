@@ -179,9 +179,11 @@ func TestUninstallLeavesNodesCleanAndReinstallWorks(t *testing.T) {
 	applyStdin(t, keep, "create", "-f", "-")
 	kubectlOK(t, time.Minute, "apply", "--server-side", "-k", install)
 	kubectlOK(t, 30*time.Second, "wait", "--for", "condition=established", "--timeout=30s", "crd/computenetworks.edgenet.io")
-	applyStdin(t, cn, "create", "-f", "-")
 	kubectlOK(t, 3*time.Minute, "-n", "edgenet-system", "rollout", "status", "ds/edgenet-agent", "--timeout=3m")
 	kubectlOK(t, 2*time.Minute, "wait", "--for", "condition=Ready", "node", "--all", "--timeout=2m")
+	// As `edgenet up` does: the ComputeNetwork goes through its webhook, which answers
+	// once the controller runs and the agents proxy its ClusterIP.
+	createWhenAdmitted(t, cn, 2*time.Minute)
 	t.Logf("reinstall until every agent and node is Ready took %s", time.Since(start).Round(100*time.Millisecond))
 	for _, n := range app.state.Nodes {
 		if out, err := cleanupCheck(ctx, n); err == nil || !strings.Contains(out, cleanup.ConfName) {
@@ -194,6 +196,25 @@ func TestUninstallLeavesNodesCleanAndReinstallWorks(t *testing.T) {
 		if !inPrefix(t, p.Status.PodIP, app.state.Settings.PodCIDR) {
 			t.Errorf("pod %s on %s: IP %s outside the pod CIDR", p.Name, p.Spec.NodeName, p.Status.PodIP)
 		}
+	}
+}
+
+// createWhenAdmitted creates the objects in JSON, retrying while the admission webhook
+// is not serving yet.
+func createWhenAdmitted(t *testing.T, in []byte, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		cmd := exec.Command(filepath.Join(app.bin, "kube", "kubectl"), "--kubeconfig", kubeconfig, "create", "-f", "-")
+		cmd.Stdin = strings.NewReader(string(in))
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return
+		}
+		if !strings.Contains(string(out), "failed calling webhook") || time.Now().After(deadline) {
+			t.Fatalf("kubectl create: %v\n%s", err, out)
+		}
+		time.Sleep(time.Second)
 	}
 }
 
