@@ -35,6 +35,7 @@ import (
 	"edgenet.io/edgenet/internal/computenet"
 	"edgenet.io/edgenet/internal/image"
 	"edgenet.io/edgenet/internal/pki"
+	"edgenet.io/edgenet/internal/webhook"
 )
 
 // Config is what up needs; cmd/edgenet fills it from flags and a config file.
@@ -721,18 +722,7 @@ func createComputeNetwork(ctx context.Context, l layout, s computenet.Settings) 
 	if err != nil {
 		return err
 	}
-	spec := v1alpha1.ComputeNetworkSpec{
-		Nodes: int32(s.Nodes), SiteSubnet: v1alpha1.CIDR(s.SiteSubnet.String()), Gateway: v1alpha1.IPAddress(s.Gateway.String()),
-		NodeIPRange: v1alpha1.IPRange(s.NodeIPs.String()), PodCIDR: v1alpha1.CIDR(s.PodCIDR.String()),
-		ServiceCIDR: v1alpha1.CIDR(s.ServiceCIDR.String()), PodBlockSize: int32(s.BlockSize), ClusterDomain: s.ClusterDomain,
-	}
-	for _, r := range s.ExternalIPs {
-		spec.ExternalServiceIPRanges = append(spec.ExternalServiceIPRanges, v1alpha1.IPRange(r.String()))
-	}
-	for _, a := range s.UpstreamDNS {
-		spec.UpstreamDNS = append(spec.UpstreamDNS, v1alpha1.IPAddress(a.String()))
-	}
-	cn := &v1alpha1.ComputeNetwork{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: spec}
+	cn := &v1alpha1.ComputeNetwork{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.ComputeNetworkName}, Spec: webhook.SpecOf(s)}
 	_, err = c.ComputeNetworks().Create(ctx, cn, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		return nil

@@ -72,6 +72,23 @@ func SettingsOf(spec v1.ComputeNetworkSpec) (computenet.Settings, error) {
 	return s, nil
 }
 
+// SpecOf is the ComputeNetwork spec that stores s: SettingsOf's inverse, for everything
+// that writes the object (edgenet up, the UI).
+func SpecOf(s computenet.Settings) v1.ComputeNetworkSpec {
+	spec := v1.ComputeNetworkSpec{
+		Nodes: int32(s.Nodes), SiteSubnet: v1.CIDR(s.SiteSubnet.String()), Gateway: v1.IPAddress(s.Gateway.String()),
+		NodeIPRange: v1.IPRange(s.NodeIPs.String()), PodCIDR: v1.CIDR(s.PodCIDR.String()),
+		ServiceCIDR: v1.CIDR(s.ServiceCIDR.String()), PodBlockSize: int32(s.BlockSize), ClusterDomain: s.ClusterDomain,
+	}
+	for _, r := range s.ExternalIPs {
+		spec.ExternalServiceIPRanges = append(spec.ExternalServiceIPRanges, v1.IPRange(r.String()))
+	}
+	for _, a := range s.UpstreamDNS {
+		spec.UpstreamDNS = append(spec.UpstreamDNS, v1.IPAddress(a.String()))
+	}
+	return spec
+}
+
 // reason strips the "computenet: parse range ...:" prefix, which repeats the value.
 func reason(err error) string {
 	msg := err.Error()

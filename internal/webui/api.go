@@ -16,6 +16,7 @@ import (
 	v1 "edgenet.io/edgenet/api/v1alpha1"
 	"edgenet.io/edgenet/internal/computenet"
 	lbcontroller "edgenet.io/edgenet/internal/lb/controller"
+	"edgenet.io/edgenet/internal/webhook"
 )
 
 // computeNetworkView is GET/PUT /api/v1/computenetwork.
@@ -169,7 +170,7 @@ func (s *Server) putComputeNetwork(w http.ResponseWriter, r *http.Request, _ ses
 		writeError(w, http.StatusUnprocessableEntity, "the settings are refused; nothing changed", errs)
 		return
 	}
-	cn.Spec = SpecFromSettings(next)
+	cn.Spec = webhook.SpecOf(next)
 	out, err := s.cfg.Edgenet.ComputeNetworks().Update(r.Context(), cn, metav1.UpdateOptions{FieldManager: "edgenet-ui"})
 	if err != nil {
 		status, fields := apiFieldErrors(err)

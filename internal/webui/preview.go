@@ -8,6 +8,7 @@ import (
 
 	v1 "edgenet.io/edgenet/api/v1alpha1"
 	"edgenet.io/edgenet/internal/computenet"
+	"edgenet.io/edgenet/internal/webhook"
 )
 
 // LBService is what a preview needs of a LoadBalancer Service.
@@ -68,7 +69,7 @@ func BuildPreview(oldSpec, newSpec v1.ComputeNetworkSpec, old, next computenet.S
 		}
 	} else {
 		// Show what will be stored, not how it was typed.
-		newSpec = SpecFromSettings(next)
+		newSpec = webhook.SpecOf(next)
 	}
 	if err := computenet.CheckUpdate(old, next); err != nil {
 		for _, e := range err.(computenet.FieldErrors) {

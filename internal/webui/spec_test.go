@@ -8,9 +8,10 @@ import (
 
 	v1 "edgenet.io/edgenet/api/v1alpha1"
 	"edgenet.io/edgenet/internal/computenet"
+	"edgenet.io/edgenet/internal/webhook"
 )
 
-func defaultSpec() v1.ComputeNetworkSpec { return SpecFromSettings(computenet.Defaults()) }
+func defaultSpec() v1.ComputeNetworkSpec { return webhook.SpecOf(computenet.Defaults()) }
 
 func TestSettingsFromSpec(t *testing.T) {
 	tests := []struct {
@@ -76,7 +77,7 @@ func TestSettingsFromSpec(t *testing.T) {
 
 func TestSpecRoundTrip(t *testing.T) {
 	s := computenet.Defaults()
-	got, err := SettingsFromSpec(SpecFromSettings(s))
+	got, err := SettingsFromSpec(webhook.SpecOf(s))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func FuzzSettingsFromSpec(f *testing.F) {
 		s, err := SettingsFromSpec(spec)
 		if err == nil {
 			// Valid settings survive the trip through the spec unchanged.
-			again, err := SettingsFromSpec(SpecFromSettings(s))
+			again, err := SettingsFromSpec(webhook.SpecOf(s))
 			if err != nil || !reflect.DeepEqual(again, s) {
 				t.Fatalf("valid %+v does not round-trip: %v", s, err)
 			}
