@@ -82,6 +82,7 @@ type config struct {
 	out       string
 	keep      bool
 	coldLimit time.Duration
+	profiles  string
 }
 
 func run() error {
@@ -97,6 +98,7 @@ func run() error {
 	flag.StringVar(&cfg.out, "out", "", "append the results table to this file")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the logs directory")
 	flag.DurationVar(&cfg.coldLimit, "cold-timeout", 10*time.Minute, "give up on a cold sync after this long")
+	flag.StringVar(&cfg.profiles, "heap-profiles", "", "write heap profiles of the edgenet proxy (settled after the cold sync, and at the end) into this directory")
 	flag.Parse()
 	for _, s := range strings.Split(*scales, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -207,16 +209,18 @@ type result struct {
 	hwmCold  int64
 	// rssSettled is VmRSS settleTime after the cold sync was seen.
 	rssSettled int64
-	rssEnd     int64
-	hwmEnd     int64
+	// fileSettled is the file-backed part of rssSettled (the executable).
+	fileSettled int64
+	rssEnd      int64
+	hwmEnd      int64
 	// load is the 1-minute load average at the start and the end: the machine is
 	// shared, and the figures are only as quiet as it was.
 	load [2]string
 }
 
 func (r *result) String() string {
-	return fmt.Sprintf("cold %v, change p50 %v p99 %v (%d by dump), RSS %s (HWM %s) after cold sync, %s settled, %s / %s at the end",
-		r.cold.Round(time.Millisecond), pct(r.lat, 0.5), pct(r.lat, 0.99), r.viaDump, mb(r.rssCold), mb(r.hwmCold), mb(r.rssSettled), mb(r.rssEnd), mb(r.hwmEnd))
+	return fmt.Sprintf("cold %v, change p50 %v p99 %v (%d by dump), RSS %s (HWM %s) after cold sync, %s settled (%s file-backed), %s / %s at the end",
+		r.cold.Round(time.Millisecond), pct(r.lat, 0.5), pct(r.lat, 0.99), r.viaDump, mb(r.rssCold), mb(r.hwmCold), mb(r.rssSettled), mb(r.fileSettled), mb(r.rssEnd), mb(r.hwmEnd))
 }
 
 // prepare creates the namespace, one Node per proxy (kube-proxy reads its node's
@@ -368,8 +372,12 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 		return nil, err
 	}
 	extra := b.cfg.edgeArgs
+	profile := ""
 	if k.name == kubeProxy.name {
 		extra = b.cfg.kpArgs
+	} else if b.cfg.profiles != "" {
+		profile = filepath.Join(b.cfg.profiles, fmt.Sprintf("heap-%d", len(b.ips)))
+		extra = append(slices.Clone(extra), "-heap-profile", profile)
 	}
 	r := &result{services: len(b.ips)}
 	r.load[0] = loadavg()
@@ -396,7 +404,7 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if r.rssCold, r.hwmCold, err = memory(p.cmd.Process.Pid); err != nil {
+	if r.rssCold, r.hwmCold, _, err = memory(p.cmd.Process.Pid); err != nil {
 		return nil, err
 	}
 	select {
@@ -404,8 +412,11 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if r.rssSettled, _, err = memory(p.cmd.Process.Pid); err != nil {
+	if r.rssSettled, _, r.fileSettled, err = memory(p.cmd.Process.Pid); err != nil {
 		return nil, err
+	}
+	if profile != "" {
+		p.cmd.Process.Signal(syscall.SIGUSR1)
 	}
 	// Subscribed only now: the cold sync's flood of events would sit in the
 	// socket's buffer ahead of the changes' events.
@@ -439,8 +450,12 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 			r.viaDump++
 		}
 	}
-	if r.rssEnd, r.hwmEnd, err = memory(p.cmd.Process.Pid); err != nil {
+	if r.rssEnd, r.hwmEnd, _, err = memory(p.cmd.Process.Pid); err != nil {
 		return nil, err
+	}
+	if profile != "" {
+		p.cmd.Process.Signal(syscall.SIGUSR1)
+		time.Sleep(time.Second) // the profile is written before the proxy is stopped
 	}
 	r.lost = w.lost()
 	r.load[1] = loadavg()
@@ -523,7 +538,8 @@ func render(cfg config, res map[string]map[int]*result, kinds []proxyKind) strin
 		}
 		fmt.Fprintf(&sb, "| VmRSS after cold sync | %d | %s | %s | %s | %s |\n", re.services, mb(re.rssCold), mb(rk.rssCold), ratio(float64(re.rssCold), float64(rk.rssCold)), goal)
 		fmt.Fprintf(&sb, "| VmHWM after cold sync | %d | %s | %s | %s | |\n", re.services, mb(re.hwmCold), mb(rk.hwmCold), ratio(float64(re.hwmCold), float64(rk.hwmCold)))
-		fmt.Fprintf(&sb, "| VmRSS %v after cold sync | %d | %s | %s | %s | |\n", settleTime, re.services, mb(re.rssSettled), mb(rk.rssSettled), ratio(float64(re.rssSettled), float64(rk.rssSettled)))
+		fmt.Fprintf(&sb, "| VmRSS %v after cold sync (file-backed part) | %d | %s (%s) | %s (%s) | %s | |\n", settleTime, re.services,
+			mb(re.rssSettled), mb(re.fileSettled), mb(rk.rssSettled), mb(rk.fileSettled), ratio(float64(re.rssSettled), float64(rk.rssSettled)))
 		fmt.Fprintf(&sb, "| VmRSS / VmHWM after the changes | %d | %s / %s | %s / %s | | |\n", re.services+len(re.lat), mb(re.rssEnd), mb(re.hwmEnd), mb(rk.rssEnd), mb(rk.hwmEnd))
 		fmt.Fprintf(&sb, "| machine load (1 min) start → end | %d | %s → %s | %s → %s | | |\n", re.services, re.load[0], re.load[1], rk.load[0], rk.load[1])
 	}
@@ -557,14 +573,14 @@ func renderAlone(cfg config, res map[int]*result) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n### Service proxy: edgenet alone\n\n%d CPUs, shared with other work. Command: `%s`; measures as in the comparison with kube-proxy.\n\n",
 		runtime.NumCPU(), strings.Join(os.Args, " "))
-	fmt.Fprintf(&sb, "| services | change p50 | change p99 | cold sync | VmRSS / VmHWM after cold sync | VmRSS %v later | VmRSS / VmHWM after the changes | load start → end |\n|---|---|---|---|---|---|---|---|\n", settleTime)
+	fmt.Fprintf(&sb, "| services | change p50 | change p99 | cold sync | VmRSS / VmHWM after cold sync | VmRSS %v later (file-backed part) | VmRSS / VmHWM after the changes | load start → end |\n|---|---|---|---|---|---|---|---|\n", settleTime)
 	for _, scale := range cfg.scales {
 		r := res[scale]
 		if r == nil {
 			continue
 		}
 		fmt.Fprintf(&sb, "| %d (%d endpoints) | %s | %s | %s | %s / %s | %s | %s / %s | %s → %s |\n", r.services, r.services*endpointsPer,
-			ms(pct(r.lat, 0.5)), ms(pct(r.lat, 0.99)), ms(r.cold), mb(r.rssCold), mb(r.hwmCold), mb(r.rssSettled), mb(r.rssEnd), mb(r.hwmEnd), r.load[0], r.load[1])
+			ms(pct(r.lat, 0.5)), ms(pct(r.lat, 0.99)), ms(r.cold), mb(r.rssCold), mb(r.hwmCold), mb(r.rssSettled)+" ("+mb(r.fileSettled)+")", mb(r.rssEnd), mb(r.hwmEnd), r.load[0], r.load[1])
 		if r.viaDump > 0 {
 			fmt.Fprintf(&sb, "\nNote: at %d, %d changes seen only by a 500 ms dump; their latency is an upper bound.\n", scale, r.viaDump)
 		}

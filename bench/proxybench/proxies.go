@@ -10,7 +10,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,9 +73,13 @@ func runEdgenetProxy(args []string) error {
 	balancing := fs.String("balancing", string(proxy.BalanceCascade), "vmap or cascade")
 	protobuf := fs.Bool("protobuf", false, "talk protobuf to the API server (as kube-proxy does)")
 	memLimit := fs.Int64("memory-limit", 0, "soft memory limit in bytes for the Go runtime (as GOMEMLIMIT, for this process only; 0: none)")
+	heapProfile := fs.String("heap-profile", "", "on SIGUSR1, write a heap profile (after a GC) to this path with a counter appended")
 	fs.Parse(args)
 	if *memLimit > 0 {
 		debug.SetMemoryLimit(*memLimit)
+	}
+	if *heapProfile != "" {
+		go writeHeapProfiles(*heapProfile)
 	}
 	rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
@@ -112,11 +118,30 @@ func runEdgenetProxy(args []string) error {
 	return err
 }
 
-// memory reads VmRSS and VmHWM (bytes) of a running process.
-func memory(pid int) (rss, hwm int64, err error) {
+// writeHeapProfiles writes path.1, path.2, ... on each SIGUSR1.
+func writeHeapProfiles(path string) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	for i := 1; ; i++ {
+		<-sig
+		runtime.GC()
+		f, err := os.Create(fmt.Sprintf("%s.%d", path, i))
+		if err == nil {
+			err = pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "heap profile:", err)
+		}
+	}
+}
+
+// memory reads VmRSS, VmHWM and RssFile (bytes) of a running process. RssFile is
+// the part of VmRSS backed by files, i.e. the executable's pages.
+func memory(pid int) (rss, hwm, file int64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -129,12 +154,14 @@ func memory(pid int) (rss, hwm int64, err error) {
 			rss = v << 10
 		case "VmHWM:":
 			hwm = v << 10
+		case "RssFile:":
+			file = v << 10
 		}
 	}
 	if rss == 0 {
-		return 0, 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+		return 0, 0, 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 	}
-	return rss, hwm, nil
+	return rss, hwm, file, nil
 }
 
 // flush empties a node's ruleset so that the next proxy starts cold.
