@@ -130,6 +130,14 @@ func writeHeapProfiles(path string) {
 			err = pprof.Lookup("heap").WriteTo(f, 0)
 			f.Close()
 		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		// The runtime's view next to the profile: what of the RSS is heap.
+		stats := fmt.Sprintf("HeapAlloc %d\nHeapInuse %d\nHeapIdle %d\nHeapReleased %d\nStackInuse %d\nGCSys %d\nOtherSys %d\nSys %d\nNextGC %d\nNumGC %d\n",
+			ms.HeapAlloc, ms.HeapInuse, ms.HeapIdle, ms.HeapReleased, ms.StackInuse, ms.GCSys, ms.OtherSys, ms.Sys, ms.NextGC, ms.NumGC)
+		if err == nil {
+			err = os.WriteFile(fmt.Sprintf("%s.%d.txt", path, i), []byte(stats), 0o644)
+		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "heap profile:", err)
 		}
