@@ -1,0 +1,192 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netns"
+)
+
+// memServices makes proxybench's workload: n ClusterIP services, each with one
+// EndpointSlice of 5 ready endpoints on another node.
+func memServices(n int) ([]*Service, []*EndpointSlice) {
+	var svcs []*Service
+	var eps []*EndpointSlice
+	for i := range n {
+		s := web("bench", fmt.Sprintf("svc-%05d", i), ipFrom("172.28.0.0", i+1).String())
+		svcs = append(svcs, s)
+		var es []Endpoint
+		for j := range 5 {
+			es = append(es, ep(ipFrom("10.240.0.0", 5*i+j+1).String(), "node-elsewhere", "ready"))
+		}
+		eps = append(eps, slice(s, s.Key.Name+"-a", http8080, es...))
+	}
+	return svcs, eps
+}
+
+// procStatus reads VmRSS and VmHWM of this process, in bytes.
+func procStatus(t testing.TB) (rss, hwm uint64) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "VmRSS":
+			rss = n << 10
+		case "VmHWM":
+			hwm = n << 10
+		}
+	}
+	return rss, hwm
+}
+
+// heapSampler records the largest HeapInuse seen while it runs.
+type heapSampler struct {
+	stop chan struct{}
+	wg   sync.WaitGroup
+	max  uint64
+}
+
+func sampleHeap(every time.Duration) *heapSampler {
+	s := &heapSampler{stop: make(chan struct{})}
+	s.wg.Go(func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			s.max = max(s.max, ms.HeapInuse)
+			select {
+			case <-s.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	return s
+}
+
+func (s *heapSampler) done() uint64 {
+	close(s.stop)
+	s.wg.Wait()
+	return s.max
+}
+
+func heapInuse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// BenchmarkFullSyncMemory measures the memory of a first sync of proxybench's
+// workload (10k services × 5 endpoints, cascade) into a kernel namespace, the way
+// Run syncs: streamed into `nft -f -`, listings over netlink. The Service and
+// EndpointSlice models (what the informers hold) exist before and are not counted
+// in the heap figures:
+//
+//   - heap-peak-MB: the largest HeapInuse sampled every 5 ms during the sync, less
+//     the models;
+//   - heap-kept-MB: HeapInuse after the sync and a GC, less the models: the
+//     Ruleset and proxier state of the steady state;
+//   - rss-peak-MB / rss-after-MB: VmHWM (reset before the sync) and VmRSS after it,
+//     whole process, models and test binary included.
+//
+// With MEMPROFILE=<file>, a heap profile of the state after the sync is written.
+func BenchmarkFullSyncMemory(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root for network namespaces")
+	}
+	ns := newMemNS(b)
+	svcs, eps := memServices(10000)
+	node := testNode
+	node.PodCIDR = netip.MustParsePrefix("10.240.0.0/12")
+	node.Balancing = BalanceCascade
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		_ = exec.Command("ip", "netns", "exec", ns.name, "nft", "delete", "table", "ip", TableName).Run()
+		p, err := NewProxier(Options{
+			Node: node,
+			NFT:  newNSNFT(b, ns),
+			NFTCommand: func(ctx context.Context) *exec.Cmd {
+				return exec.CommandContext(ctx, "ip", "netns", "exec", ns.name, "nft", "-f", "-")
+			},
+			Netlink: func() (*nftables.Conn, error) {
+				return nftables.New(nftables.WithNetNSFd(int(ns.h)), nftables.WithSockOptions(bigBuffers))
+			},
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, s := range svcs {
+			p.OnServiceUpdate(s)
+		}
+		for _, s := range eps {
+			p.OnEndpointSliceUpdate(s)
+		}
+		base := heapInuse()
+		// Writing 5 resets VmHWM to the current RSS (proc(5)).
+		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+			b.Fatal(err)
+		}
+		p.OnSynced()
+		hs := sampleHeap(5 * time.Millisecond)
+		b.StartTimer()
+		if err := p.Sync(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		peak := hs.done()
+		rss, hwm := procStatus(b)
+		kept := heapInuse()
+		if f := os.Getenv("MEMPROFILE"); f != "" {
+			out, err := os.Create(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
+				b.Fatal(err)
+			}
+			out.Close()
+		}
+		runtime.KeepAlive(p)
+		const mb = 1 << 20
+		b.ReportMetric(float64(peak-min(peak, base))/mb, "heap-peak-MB")
+		b.ReportMetric(float64(kept-min(kept, base))/mb, "heap-kept-MB")
+		b.ReportMetric(float64(hwm)/mb, "rss-peak-MB")
+		b.ReportMetric(float64(rss)/mb, "rss-after-MB")
+		b.StartTimer()
+	}
+}
+
+// newMemNS is a scratch namespace for the memory measurements.
+func newMemNS(t testing.TB) *testNS {
+	t.Helper()
+	name := fmt.Sprintf("edgenet-t-mem-%d", os.Getpid()%100000)
+	sh(t, "", "ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return &testNS{name: name, h: h}
+}
