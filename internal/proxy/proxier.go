@@ -8,6 +8,7 @@ import (
 	"net"
 	"os/exec"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -67,8 +68,8 @@ type Proxier struct {
 	mu       sync.Mutex
 	synced   bool
 	services map[ServiceKey]*Service
-	slices   map[ServiceKey]map[string]*EndpointSlice
-	dirty    map[ServiceKey]time.Time // first unsynced event per service
+	slices   map[ServiceKey][]*EndpointSlice // unique names; not a map per service (4 MB at 10k)
+	dirty    map[ServiceKey]time.Time        // first unsynced event per service
 
 	// Owned by the sync goroutine.
 	syncMu  sync.Mutex
@@ -104,7 +105,7 @@ func NewProxier(opts Options) (*Proxier, error) {
 		log:      log,
 		kick:     make(chan struct{}, 1),
 		services: map[ServiceKey]*Service{},
-		slices:   map[ServiceKey]map[string]*EndpointSlice{},
+		slices:   map[ServiceKey][]*EndpointSlice{},
 		dirty:    map[ServiceKey]time.Time{},
 		healthW:  map[ServiceKey]healthWant{},
 	}
@@ -138,12 +139,12 @@ func (p *Proxier) OnServiceDelete(key ServiceKey) {
 // OnEndpointSliceUpdate records a created or changed EndpointSlice.
 func (p *Proxier) OnEndpointSliceUpdate(s *EndpointSlice) {
 	p.mu.Lock()
-	m := p.slices[s.Service]
-	if m == nil {
-		m = map[string]*EndpointSlice{}
-		p.slices[s.Service] = m
+	list := p.slices[s.Service]
+	if i := slices.IndexFunc(list, func(o *EndpointSlice) bool { return o.Name == s.Name }); i >= 0 {
+		list[i] = s
+	} else {
+		p.slices[s.Service] = append(list, s)
 	}
-	m[s.Name] = s
 	p.markLocked(s.Service)
 	p.mu.Unlock()
 }
@@ -151,10 +152,12 @@ func (p *Proxier) OnEndpointSliceUpdate(s *EndpointSlice) {
 // OnEndpointSliceDelete records that an EndpointSlice of service svc is gone.
 func (p *Proxier) OnEndpointSliceDelete(svc ServiceKey, name string) {
 	p.mu.Lock()
-	if m := p.slices[svc]; m != nil {
-		delete(m, name)
-		if len(m) == 0 {
+	list := p.slices[svc]
+	if i := slices.IndexFunc(list, func(o *EndpointSlice) bool { return o.Name == name }); i >= 0 {
+		if len(list) == 1 {
 			delete(p.slices, svc)
+		} else {
+			p.slices[svc] = slices.Delete(list, i, i+1)
 		}
 	}
 	p.markLocked(svc)

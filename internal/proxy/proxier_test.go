@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
@@ -362,8 +364,12 @@ func TestInformerCacheHoldsModels(t *testing.T) {
 	if !ok {
 		t.Fatalf("cache entry is %T", o)
 	}
-	if want := (metav1.ObjectMeta{Namespace: "shop", Name: "web", ResourceVersion: "7"}); !reflect.DeepEqual(c.ObjectMeta, want) {
-		t.Errorf("meta %+v, want %+v", c.ObjectMeta, want)
+	if want := (objectRef{Namespace: "shop", Name: "web", ResourceVersion: "7"}); c.objectRef != want {
+		t.Errorf("meta %+v, want %+v", c.objectRef, want)
+	}
+	// The informers read metadata through meta.Accessor.
+	if m, err := meta.Accessor(c); err != nil || m.GetNamespace() != "shop" || m.GetName() != "web" || m.GetResourceVersion() != "7" {
+		t.Errorf("meta.Accessor: %v, %v", m, err)
 	}
 	if !reflect.DeepEqual(c.model, ServiceFromAPI(full)) {
 		t.Errorf("model %+v", c.model)
@@ -387,10 +393,66 @@ func TestInformerCacheHoldsModels(t *testing.T) {
 	}
 	o, _ = stripEndpointSlice(sl)
 	cs, ok := o.(*cachedSlice)
-	if !ok || !reflect.DeepEqual(cs.model, EndpointSliceFromAPI(sl)) || cs.Labels != nil {
+	if !ok || !reflect.DeepEqual(cs.model, EndpointSliceFromAPI(sl)) || cs.objectRef != (objectRef{Namespace: "shop", Name: "web-1"}) {
 		t.Errorf("slice cache entry %#v", o)
 	}
 	if cp := cs.DeepCopyObject().(*cachedSlice); cp == cs || cp.model != cs.model {
 		t.Error("DeepCopyObject: want a new entry sharing the immutable model")
+	}
+}
+
+// TestProxierSlicesOfAService: a service's endpoints are the union of its slices,
+// each replaced by name on update and dropped on delete.
+func TestProxierSlicesOfAService(t *testing.T) {
+	nft := knftables.NewFake(knftables.IPv4Family, TableName)
+	p, err := NewProxier(Options{Node: testNode, NFT: nft})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := web("shop", "web", "172.28.0.10")
+	endpoints := func() []string {
+		var got []string
+		for name, c := range nft.Table.Chains {
+			// Chains of gone endpoints are flushed first, deleted later.
+			if a, ok := strings.CutPrefix(name, "ep-shop/web/tcp/http__"); ok && len(c.Rules) > 0 {
+				got = append(got, a)
+			}
+		}
+		slices.Sort(got)
+		return got
+	}
+	steps := []struct {
+		name   string
+		change func()
+		want   []string
+	}{
+		{"three slices", func() {
+			p.OnServiceUpdate(s)
+			p.OnEndpointSliceUpdate(slice(s, "a", http8080, ep("172.27.1.1", "node-b", "ready")))
+			p.OnEndpointSliceUpdate(slice(s, "b", http8080, ep("172.27.1.2", "node-b", "ready")))
+			p.OnEndpointSliceUpdate(slice(s, "c", http8080, ep("172.27.1.3", "node-b", "ready")))
+			p.OnSynced()
+		}, []string{"172.27.1.1/8080", "172.27.1.2/8080", "172.27.1.3/8080"}},
+		{"update replaces by name", func() {
+			p.OnEndpointSliceUpdate(slice(s, "b", http8080, ep("172.27.1.4", "node-b", "ready")))
+		}, []string{"172.27.1.1/8080", "172.27.1.3/8080", "172.27.1.4/8080"}},
+		{"delete one", func() { p.OnEndpointSliceDelete(s.Key, "a") }, []string{"172.27.1.3/8080", "172.27.1.4/8080"}},
+		{"delete unknown", func() { p.OnEndpointSliceDelete(s.Key, "zz") }, []string{"172.27.1.3/8080", "172.27.1.4/8080"}},
+		{"delete the rest", func() {
+			p.OnEndpointSliceDelete(s.Key, "c")
+			p.OnEndpointSliceDelete(s.Key, "b")
+		}, nil},
+		{"a new one", func() {
+			p.OnEndpointSliceUpdate(slice(s, "d", http8080, ep("172.27.1.5", "node-b", "ready")))
+		}, []string{"172.27.1.5/8080"}},
+	}
+	for _, st := range steps {
+		st.change()
+		if err := p.Sync(context.Background()); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if got := endpoints(); !slices.Equal(got, st.want) {
+			t.Errorf("%s: endpoint chains %v, want %v", st.name, got, st.want)
+		}
 	}
 }

@@ -253,11 +253,27 @@ func onSlice(proxiers []*Proxier, obj any) {
 // the API objects: at 10k services with 5 endpoints each, the stripped API objects
 // were ~20 MB of live heap next to the same data as models.
 
+// objectRef is what the caches need of an object's metadata: the store key and
+// the resource version (an unchanged one marks a resync). A metav1.ObjectMeta is
+// 232 bytes, 4.6 MB at 10k services and 10k slices; the informers reach these
+// fields through meta.Accessor, which takes an ObjectMetaAccessor.
+type objectRef struct {
+	Namespace, Name, ResourceVersion string
+}
+
+func (r objectRef) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Namespace: r.Namespace, Name: r.Name, ResourceVersion: r.ResourceVersion}
+}
+
+func refOf(m *metav1.ObjectMeta) objectRef {
+	return objectRef{Namespace: m.Namespace, Name: m.Name, ResourceVersion: m.ResourceVersion}
+}
+
 // cachedService is what the Service informer stores; model is nil for Services
 // that are not proxied.
 type cachedService struct {
-	metav1.ObjectMeta // name, namespace, resource version
-	model             *Service
+	objectRef
+	model *Service
 }
 
 func (c *cachedService) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
@@ -266,16 +282,12 @@ func (c *cachedService) DeepCopyObject() runtime.Object   { cp := *c; return &cp
 // cachedSlice is what the EndpointSlice informer stores; model is nil for slices
 // that belong to no Service or carry FQDNs.
 type cachedSlice struct {
-	metav1.ObjectMeta
+	objectRef
 	model *EndpointSlice
 }
 
 func (c *cachedSlice) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
 func (c *cachedSlice) DeepCopyObject() runtime.Object   { cp := *c; return &cp }
-
-func compactMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, ResourceVersion: m.ResourceVersion}
-}
 
 // stripService turns a Service into its cache entry.
 func stripService(obj any) (any, error) {
@@ -283,7 +295,7 @@ func stripService(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	return &cachedService{ObjectMeta: compactMeta(s.ObjectMeta), model: ServiceFromAPI(s)}, nil
+	return &cachedService{objectRef: refOf(&s.ObjectMeta), model: ServiceFromAPI(s)}, nil
 }
 
 // stripEndpointSlice turns an EndpointSlice into its cache entry.
@@ -292,7 +304,7 @@ func stripEndpointSlice(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	return &cachedSlice{ObjectMeta: compactMeta(s.ObjectMeta), model: EndpointSliceFromAPI(s)}, nil
+	return &cachedSlice{objectRef: refOf(&s.ObjectMeta), model: EndpointSliceFromAPI(s)}, nil
 }
 
 // ServiceFromAPI converts a core/v1 Service to the model; nil for Services that are
