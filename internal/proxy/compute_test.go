@@ -1,14 +1,19 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"flag"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"sigs.k8s.io/knftables"
 )
@@ -259,3 +264,94 @@ func TestComputeGolden(t *testing.T) {
 func netipPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 func netipAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// checkCompact compacts a computed ServiceRules and reports what differs from the
+// original, or if its strings are not in at most two allocations.
+func checkCompact(t *testing.T, r *ServiceRules) {
+	t.Helper()
+	want := *r
+	want.Chains = maps.Clone(r.Chains)
+	want.Elements = slices.Clone(r.Elements)
+	want.Affinity = maps.Clone(r.Affinity)
+	want.UDP = slices.Clone(r.UDP)
+	if len(want.Chains) == 0 {
+		want.Chains = nil
+	}
+	if len(want.Affinity) == 0 {
+		want.Affinity = nil
+	}
+	r.compact()
+	if !reflect.DeepEqual(*r, want) {
+		t.Fatalf("compact changed the rules:\n got %#v\nwant %#v", *r, want)
+	}
+	// Every string lies in one of at most two blocks of memory.
+	var strs []string
+	for name, rules := range r.Chains {
+		strs = append(strs, name)
+		strs = append(strs, rules...)
+	}
+	for _, e := range r.Elements {
+		strs = append(strs, e.Key, e.Value, e.Comment)
+	}
+	for name := range r.Affinity {
+		strs = append(strs, name)
+	}
+	for _, u := range r.UDP {
+		strs = append(strs, u.ID)
+	}
+	type block struct{ from, to uintptr }
+	var blocks []block
+	for _, s := range strs {
+		if s != "" {
+			p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+			blocks = append(blocks, block{p, p + uintptr(len(s))})
+		}
+	}
+	slices.SortFunc(blocks, func(a, b block) int { return cmp.Compare(a.from, b.from) })
+	n := 0
+	for i, b := range blocks {
+		// Strings of one block overlap or lie back to back.
+		if i > 0 && b.from <= blocks[n-1].to {
+			blocks[n-1].to = max(blocks[n-1].to, b.to)
+			continue
+		}
+		blocks[n] = b
+		n++
+	}
+	if n > 2 {
+		t.Errorf("strings in %d blocks of memory, want ≤ 2", n)
+	}
+}
+
+func TestCompactKeepsRules(t *testing.T) {
+	sticky := web("shop", "sticky", "172.28.0.30")
+	sticky.AffinityTimeout = time.Hour
+	sticky.Ports = append(sticky.Ports, ServicePort{Name: "dns", Protocol: UDP, Port: 53, NodePort: 30053})
+	sticky.Type = NodePort
+	sticky.ExternalIPs = addrs("192.168.50.7")
+	local := web("shop", "local", "172.28.0.31")
+	local.Type, local.ExternalLocal, local.HealthCheckNodePort = LoadBalancer, true, 32000
+	local.Ports[0].NodePort = 30080
+	long := web("a-very-long-namespace-"+strings.Repeat("n", 60), "and-a-long-name-"+strings.Repeat("x", 60), "172.28.0.32")
+	long.Ports[0].Name = strings.Repeat("p", 63)
+	ports := []EndpointPort{{Name: "http", Protocol: TCP, Port: 8080}, {Name: "dns", Protocol: UDP, Port: 5353}, {Name: long.Ports[0].Name, Protocol: TCP, Port: 1}}
+	for _, tc := range []struct {
+		name string
+		svc  *Service
+		eps  []Endpoint
+	}{
+		{"no endpoints", web("shop", "empty", "172.28.0.33"), nil},
+		{"other family", web("shop", "v6", "fd00::1"), []Endpoint{ep("172.27.1.1", "node-a", "ready")}},
+		{"affinity, udp, nodeport, external", sticky, []Endpoint{ep("172.27.1.1", "node-a", "ready"), ep("172.27.1.2", "node-b", "ready")}},
+		{"local policy", local, []Endpoint{ep("172.27.1.3", "node-a", "ready"), ep("172.27.1.4", "node-b", "ready")}},
+		{"hashed long names", long, []Endpoint{ep("172.27.1.5", "node-b", "ready")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, bal := range []Balancing{BalanceVmap, BalanceCascade} {
+				cfg := testNode
+				cfg.Balancing = bal
+				checkCompact(t, computeService(cfg, tc.svc, []*EndpointSlice{slice(tc.svc, "s", ports, tc.eps...)}))
+			}
+		})
+	}
+}

@@ -119,5 +119,6 @@ func FuzzServiceRules(f *testing.F) {
 		if got, w := normDump(fake.Dump()), normDump(want.Dump()); got != w {
 			t.Fatalf("incremental a→b differs from writing b:\n--- got ---\n%s\n--- want ---\n%s", got, w)
 		}
+		checkCompact(t, computeService(testNode, a, aEps))
 	})
 }
