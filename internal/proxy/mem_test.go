@@ -107,7 +107,9 @@ func heapInuse() uint64 {
 //   - heap-kept-MB: HeapInuse after the sync and a GC, less the models: the
 //     Ruleset and proxier state of the steady state;
 //   - rss-peak-MB / rss-after-MB: VmHWM (reset before the sync) and VmRSS after it,
-//     whole process, models and test binary included.
+//     whole process, models and test binary included;
+//   - rss-resync-MB: VmRSS after a periodic resync that followed (it recomputes
+//     every service but writes nothing).
 //
 // With MEMPROFILE=<file>, a heap profile of the state after the sync is written.
 func BenchmarkFullSyncMemory(b *testing.B) {
@@ -167,8 +169,32 @@ func BenchmarkFullSyncMemory(b *testing.B) {
 			}
 			out.Close()
 		}
+		// A periodic resync recomputes every service: its garbage is what the
+		// steady state's RSS settles on between resyncs.
+		p.syncMu.Lock()
+		p.resync = true
+		p.syncMu.Unlock()
+		if err := p.Sync(ctx); err != nil {
+			b.Fatal(err)
+		}
+		rssResync, _ := procStatus(b)
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		b.Logf("after resync: HeapAlloc %d MB, HeapInuse %d MB, HeapIdle-Released %d MB, NextGC %d MB, Sys %d MB",
+			ms.HeapAlloc>>20, ms.HeapInuse>>20, (ms.HeapIdle-ms.HeapReleased)>>20, ms.NextGC>>20, ms.Sys>>20)
+		if f := os.Getenv("MEMPROFILE"); f != "" {
+			out, err := os.Create(f + ".resync")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
+				b.Fatal(err)
+			}
+			out.Close()
+		}
 		runtime.KeepAlive(p)
 		const mb = 1 << 20
+		b.ReportMetric(float64(rssResync)/mb, "rss-resync-MB")
 		b.ReportMetric(float64(peak-min(peak, base))/mb, "heap-peak-MB")
 		b.ReportMetric(float64(kept-min(kept, base))/mb, "heap-kept-MB")
 		b.ReportMetric(float64(hwm)/mb, "rss-peak-MB")
