@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -75,11 +76,13 @@ func runEdgenetProxy(args []string) error {
 	memLimit := fs.Int64("memory-limit", 0, "soft memory limit in bytes for the Go runtime (as GOMEMLIMIT, for this process only; 0: none)")
 	heapProfile := fs.String("heap-profile", "", "on SIGUSR1, write a heap profile (after a GC) to this path with a counter appended")
 	fs.Parse(args)
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if *memLimit > 0 {
 		debug.SetMemoryLimit(*memLimit)
 	}
 	if *heapProfile != "" {
 		go writeHeapProfiles(*heapProfile)
+		go traceHWM(log)
 	}
 	rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
@@ -103,7 +106,6 @@ func runEdgenetProxy(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	var proxiers []*proxy.Proxier
 	err = proxy.Run(ctx, proxy.Config{
 		Clientset: c, NodeName: *nodeName, NodeIPs: []netip.Addr{ip}, PodCIDRs: []netip.Prefix{pc},
@@ -116,6 +118,22 @@ func runEdgenetProxy(args []string) error {
 		log.Info("proxy histograms", "event_to_kernel", p.Latency().String(), "sync", p.SyncDurations().String())
 	}
 	return err
+}
+
+// traceHWM logs each 4 MB step of the process's VmHWM with the heap at that moment,
+// to place the peak among the proxy's own log lines.
+func traceHWM(log *slog.Logger) {
+	var last int64
+	var ms runtime.MemStats
+	for range time.Tick(20 * time.Millisecond) {
+		_, hwm, _, err := memory(os.Getpid())
+		if err != nil || hwm < last+4<<20 {
+			continue
+		}
+		last = hwm
+		runtime.ReadMemStats(&ms)
+		log.Info("hwm", "hwm_mb", hwm>>20, "heap_alloc_mb", ms.HeapAlloc>>20, "heap_inuse_mb", ms.HeapInuse>>20, "next_gc_mb", ms.NextGC>>20)
+	}
 }
 
 // writeHeapProfiles writes path.1, path.2, ... on each SIGUSR1.
