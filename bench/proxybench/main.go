@@ -83,6 +83,9 @@ type config struct {
 	keep      bool
 	coldLimit time.Duration
 	profiles  string
+	// resync, if set, is the edgenet proxy's full-sync period; the proxy's RSS is
+	// read again once one has passed after the changes.
+	resync time.Duration
 }
 
 func run() error {
@@ -98,6 +101,7 @@ func run() error {
 	flag.StringVar(&cfg.out, "out", "", "append the results table to this file")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the logs directory")
 	flag.DurationVar(&cfg.coldLimit, "cold-timeout", 10*time.Minute, "give up on a cold sync after this long")
+	flag.DurationVar(&cfg.resync, "edgenet-resync", 0, "run the edgenet proxy with this periodic resync period and read its RSS again after one (0: the proxy's default, 5 min, not waited for)")
 	flag.StringVar(&cfg.profiles, "heap-profiles", "", "write heap profiles of the edgenet proxy (settled after the cold sync, and at the end) into this directory")
 	flag.Parse()
 	for _, s := range strings.Split(*scales, ",") {
@@ -213,6 +217,8 @@ type result struct {
 	fileSettled int64
 	rssEnd      int64
 	hwmEnd      int64
+	// rssResync and hwmResync are read a resync period after the end (-edgenet-resync).
+	rssResync, hwmResync int64
 	// load is the 1-minute load average at the start and the end: the machine is
 	// shared, and the figures are only as quiet as it was.
 	load [2]string
@@ -220,7 +226,8 @@ type result struct {
 
 func (r *result) String() string {
 	return fmt.Sprintf("cold %v, change p50 %v p99 %v (%d by dump), RSS %s (HWM %s) after cold sync, %s settled (%s file-backed), %s / %s at the end",
-		r.cold.Round(time.Millisecond), pct(r.lat, 0.5), pct(r.lat, 0.99), r.viaDump, mb(r.rssCold), mb(r.hwmCold), mb(r.rssSettled), mb(r.fileSettled), mb(r.rssEnd), mb(r.hwmEnd))
+		r.cold.Round(time.Millisecond), pct(r.lat, 0.5), pct(r.lat, 0.99), r.viaDump, mb(r.rssCold), mb(r.hwmCold), mb(r.rssSettled), mb(r.fileSettled), mb(r.rssEnd), mb(r.hwmEnd)) +
+		fmt.Sprintf(", %s / %s after a resync (if -edgenet-resync)", mb(r.rssResync), mb(r.hwmResync))
 }
 
 // prepare creates the namespace, one Node per proxy (kube-proxy reads its node's
@@ -375,9 +382,15 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 	profile := ""
 	if k.name == kubeProxy.name {
 		extra = b.cfg.kpArgs
-	} else if b.cfg.profiles != "" {
-		profile = filepath.Join(b.cfg.profiles, fmt.Sprintf("heap-%d", len(b.ips)))
-		extra = append(slices.Clone(extra), "-heap-profile", profile)
+	} else {
+		extra = slices.Clone(extra)
+		if b.cfg.profiles != "" {
+			profile = filepath.Join(b.cfg.profiles, fmt.Sprintf("heap-%d", len(b.ips)))
+			extra = append(extra, "-heap-profile", profile)
+		}
+		if b.cfg.resync > 0 {
+			extra = append(extra, "-full-sync-period", b.cfg.resync.String())
+		}
 	}
 	r := &result{services: len(b.ips)}
 	r.load[0] = loadavg()
@@ -452,6 +465,17 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 	}
 	if r.rssEnd, r.hwmEnd, _, err = memory(p.cmd.Process.Pid); err != nil {
 		return nil, err
+	}
+	if k.name == edgenetProxy.name && b.cfg.resync > 0 {
+		// The resync timer started with the proxy: wait until one has run since.
+		select {
+		case <-time.After(b.cfg.resync + 5*time.Second):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if r.rssResync, r.hwmResync, _, err = memory(p.cmd.Process.Pid); err != nil {
+			return nil, err
+		}
 	}
 	if profile != "" {
 		p.cmd.Process.Signal(syscall.SIGUSR1)
@@ -573,14 +597,18 @@ func renderAlone(cfg config, res map[int]*result) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n### Service proxy: edgenet alone\n\n%d CPUs, shared with other work. Command: `%s`; measures as in the comparison with kube-proxy.\n\n",
 		runtime.NumCPU(), strings.Join(os.Args, " "))
-	fmt.Fprintf(&sb, "| services | change p50 | change p99 | cold sync | VmRSS / VmHWM after cold sync | VmRSS %v later (file-backed part) | VmRSS / VmHWM after the changes | load start → end |\n|---|---|---|---|---|---|---|---|\n", settleTime)
+	fmt.Fprintf(&sb, "| services | change p50 | change p99 | cold sync | VmRSS / VmHWM after cold sync | VmRSS %v later (file-backed part) | VmRSS / VmHWM after the changes | VmRSS / VmHWM after a resync | load start → end |\n|---|---|---|---|---|---|---|---|---|\n", settleTime)
 	for _, scale := range cfg.scales {
 		r := res[scale]
 		if r == nil {
 			continue
 		}
-		fmt.Fprintf(&sb, "| %d (%d endpoints) | %s | %s | %s | %s / %s | %s | %s / %s | %s → %s |\n", r.services, r.services*endpointsPer,
-			ms(pct(r.lat, 0.5)), ms(pct(r.lat, 0.99)), ms(r.cold), mb(r.rssCold), mb(r.hwmCold), mb(r.rssSettled)+" ("+mb(r.fileSettled)+")", mb(r.rssEnd), mb(r.hwmEnd), r.load[0], r.load[1])
+		resync := "not run"
+		if r.rssResync > 0 {
+			resync = mb(r.rssResync) + " / " + mb(r.hwmResync)
+		}
+		fmt.Fprintf(&sb, "| %d (%d endpoints) | %s | %s | %s | %s / %s | %s | %s / %s | %s | %s → %s |\n", r.services, r.services*endpointsPer,
+			ms(pct(r.lat, 0.5)), ms(pct(r.lat, 0.99)), ms(r.cold), mb(r.rssCold), mb(r.hwmCold), mb(r.rssSettled)+" ("+mb(r.fileSettled)+")", mb(r.rssEnd), mb(r.hwmEnd), resync, r.load[0], r.load[1])
 		if r.viaDump > 0 {
 			fmt.Fprintf(&sb, "\nNote: at %d, %d changes seen only by a 500 ms dump; their latency is an upper bound.\n", scale, r.viaDump)
 		}

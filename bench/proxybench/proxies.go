@@ -74,6 +74,7 @@ func runEdgenetProxy(args []string) error {
 	balancing := fs.String("balancing", string(proxy.BalanceCascade), "vmap or cascade")
 	protobuf := fs.Bool("protobuf", false, "talk protobuf to the API server (as kube-proxy does)")
 	memLimit := fs.Int64("memory-limit", 0, "soft memory limit in bytes for the Go runtime (as GOMEMLIMIT, for this process only; 0: none)")
+	fullSync := fs.Duration("full-sync-period", 0, "periodic resync period (0: the proxy's default)")
 	heapProfile := fs.String("heap-profile", "", "on SIGUSR1, write a heap profile (after a GC) to this path with a counter appended")
 	fs.Parse(args)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -109,9 +110,10 @@ func runEdgenetProxy(args []string) error {
 	var proxiers []*proxy.Proxier
 	err = proxy.Run(ctx, proxy.Config{
 		Clientset: c, NodeName: *nodeName, NodeIPs: []netip.Addr{ip}, PodCIDRs: []netip.Prefix{pc},
-		Balancing:  proxy.Balancing(*balancing),
-		Logger:     log,
-		OnProxiers: func(ps []*proxy.Proxier) { proxiers = ps },
+		Balancing:      proxy.Balancing(*balancing),
+		FullSyncPeriod: *fullSync,
+		Logger:         log,
+		OnProxiers:     func(ps []*proxy.Proxier) { proxiers = ps },
 	})
 	// The proxy's own view (informer event → kernel), to tell it from API delivery.
 	for _, p := range proxiers {
