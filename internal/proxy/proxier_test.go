@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -475,6 +476,37 @@ func TestGCPercent(t *testing.T) {
 		got, set := gcPercent(tc.configured, func(k string) string { return tc.env[k] })
 		if got != tc.want || set != tc.set {
 			t.Errorf("%s: gcPercent = %d, %v; want %d, %v", tc.name, got, set, tc.want, tc.set)
+		}
+	}
+}
+
+// TestEndpointSliceModelIsCompact: the model keeps one copy of a node name per
+// slice and no spare capacity (the cache holds it for the agent's life).
+func TestEndpointSliceModelIsCompact(t *testing.T) {
+	port := int32(8080)
+	node := func(n string) *string { c := strings.Clone(n); return &c } // as decoded: one copy each
+	sl := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "web-1", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Port: &port}},
+	}
+	for i, n := range []string{"node-a", "node-a", "node-b", "node-a", "node-b"} {
+		sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{Addresses: []string{fmt.Sprintf("172.27.1.%d", i)}, NodeName: node(n)})
+	}
+	m := EndpointSliceFromAPI(sl)
+	if len(m.Endpoints) != 5 || cap(m.Endpoints) != 5 || cap(m.Ports) != 1 {
+		t.Fatalf("len/cap endpoints %d/%d, ports cap %d", len(m.Endpoints), cap(m.Endpoints), cap(m.Ports))
+	}
+	data := map[string]map[*byte]bool{}
+	for _, e := range m.Endpoints {
+		if data[e.NodeName] == nil {
+			data[e.NodeName] = map[*byte]bool{}
+		}
+		data[e.NodeName][unsafe.StringData(e.NodeName)] = true
+	}
+	for n, copies := range data {
+		if len(copies) != 1 {
+			t.Errorf("node %s: %d copies of its name", n, len(copies))
 		}
 	}
 }

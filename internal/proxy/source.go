@@ -374,6 +374,7 @@ func ServiceFromAPI(s *corev1.Service) *Service {
 		}
 		m.AffinityTimeout = time.Duration(timeout) * time.Second
 	}
+	m.Ports = make([]ServicePort, 0, len(s.Spec.Ports))
 	for _, p := range s.Spec.Ports {
 		proto := Protocol(strings.ToLower(string(p.Protocol)))
 		if proto == "" {
@@ -391,7 +392,10 @@ func EndpointSliceFromAPI(s *discoveryv1.EndpointSlice) *EndpointSlice {
 	if svc == "" || s.AddressType == discoveryv1.AddressTypeFQDN {
 		return nil
 	}
-	m := &EndpointSlice{Service: ServiceKey{s.Namespace, svc}, Name: s.Name}
+	// Sized exactly: append's doubling would leave 5 endpoints in room for 8, and
+	// the cache keeps every slice for the life of the agent.
+	m := &EndpointSlice{Service: ServiceKey{s.Namespace, svc}, Name: s.Name,
+		Ports: make([]EndpointPort, 0, len(s.Ports)), Endpoints: make([]Endpoint, 0, len(s.Endpoints))}
 	for _, p := range s.Ports {
 		if p.Port == nil {
 			continue
@@ -419,6 +423,13 @@ func EndpointSliceFromAPI(s *discoveryv1.EndpointSlice) *EndpointSlice {
 		}
 		if e.NodeName != nil {
 			me.NodeName = *e.NodeName
+			// Endpoints of a slice mostly share few nodes: keep one copy of each name.
+			for j := len(m.Endpoints) - 1; j >= 0 && j >= len(m.Endpoints)-4; j-- {
+				if m.Endpoints[j].NodeName == me.NodeName {
+					me.NodeName = m.Endpoints[j].NodeName
+					break
+				}
+			}
 		}
 		m.Endpoints = append(m.Endpoints, me)
 	}
@@ -426,7 +437,10 @@ func EndpointSliceFromAPI(s *discoveryv1.EndpointSlice) *EndpointSlice {
 }
 
 func parseAddrs(ss []string) []netip.Addr {
-	var out []netip.Addr
+	if len(ss) == 0 {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(ss))
 	for _, s := range ss {
 		if a, err := netip.ParseAddr(s); err == nil {
 			out = append(out, a.Unmap())
