@@ -108,8 +108,9 @@ func heapInuse() uint64 {
 //     Ruleset and proxier state of the steady state;
 //   - rss-peak-MB / rss-after-MB: VmHWM (reset before the sync) and VmRSS after it,
 //     whole process, models and test binary included;
-//   - rss-resync-MB: VmRSS after a periodic resync that followed (it recomputes
-//     every service but writes nothing).
+//   - rss-resync-MB, rss-resync-peak-MB, heap-resync-peak-MB: VmRSS after a
+//     periodic resync that followed (it recomputes every service but writes
+//     nothing), VmHWM during it, and its largest HeapInuse less the models.
 //
 // With MEMPROFILE=<file>, a heap profile of the state after the sync is written.
 func BenchmarkFullSyncMemory(b *testing.B) {
@@ -174,10 +175,15 @@ func BenchmarkFullSyncMemory(b *testing.B) {
 		p.syncMu.Lock()
 		p.resync = true
 		p.syncMu.Unlock()
+		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+			b.Fatal(err)
+		}
+		hs = sampleHeap(5 * time.Millisecond)
 		if err := p.Sync(ctx); err != nil {
 			b.Fatal(err)
 		}
-		rssResync, _ := procStatus(b)
+		peakResync := hs.done()
+		rssResync, hwmResync := procStatus(b)
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		b.Logf("after resync: HeapAlloc %d MB, HeapInuse %d MB, HeapIdle-Released %d MB, NextGC %d MB, Sys %d MB",
@@ -195,6 +201,8 @@ func BenchmarkFullSyncMemory(b *testing.B) {
 		runtime.KeepAlive(p)
 		const mb = 1 << 20
 		b.ReportMetric(float64(rssResync)/mb, "rss-resync-MB")
+		b.ReportMetric(float64(hwmResync)/mb, "rss-resync-peak-MB")
+		b.ReportMetric(float64(peakResync-min(peakResync, base))/mb, "heap-resync-peak-MB")
 		b.ReportMetric(float64(peak-min(peak, base))/mb, "heap-peak-MB")
 		b.ReportMetric(float64(kept-min(kept, base))/mb, "heap-kept-MB")
 		b.ReportMetric(float64(hwm)/mb, "rss-peak-MB")
