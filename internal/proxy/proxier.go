@@ -297,10 +297,8 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	}
 	inputs := make(map[ServiceKey]input, len(keys))
 	for _, k := range keys {
-		in := input{svc: p.services[k]}
-		for _, s := range p.slices[k] {
-			in.eps = append(in.eps, s)
-		}
+		// A copy: the event methods change the list in place.
+		in := input{svc: p.services[k], eps: slices.Clone(p.slices[k])}
 		inputs[k] = in
 	}
 	p.mu.Unlock()
