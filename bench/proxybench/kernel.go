@@ -10,6 +10,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"edgenet.io/edgenet/internal/proxy"
 )
 
 // Both proxies keep their ClusterIPs in a verdict map named service-ips keyed by
@@ -75,7 +77,7 @@ func (w *watcher) loop() {
 				continue
 			}
 			table, set, addrs := parseNewSetElem(m.Data)
-			if table != w.table || set != serviceMap {
+			if !tableOf(w.table, table) || set != serviceMap {
 				continue
 			}
 			w.mark(now, addrs...)
@@ -143,26 +145,44 @@ func parseNewSetElem(b []byte) (table, set string, addrs []netip.Addr) {
 
 func (w *watcher) dump() (map[netip.Addr]bool, error) { return dumpMap(w.fd, w.table) }
 
-// dumpMap lists the addresses in a table's service-ips map now; a missing table or
-// map is empty.
-func dumpMap(netnsFd int, table string) (map[netip.Addr]bool, error) {
+// tableOf tells whether a table holds a proxy's service-ips map: edgenet's are in
+// its shard tables, kube-proxy's in its one table.
+func tableOf(proxyTable, table string) bool {
+	if proxyTable == proxy.TableName {
+		return proxy.IsOurTable(table)
+	}
+	return table == proxyTable
+}
+
+// dumpMap lists the addresses in the service-ips maps of a proxy's tables now; a
+// missing table or map is empty.
+func dumpMap(netnsFd int, proxyTable string) (map[netip.Addr]bool, error) {
 	c, err := nftables.New(nftables.WithNetNSFd(netnsFd))
 	if err != nil {
 		return nil, err
 	}
 	defer c.CloseLasting()
-	s, err := c.GetSetByName(&nftables.Table{Name: table, Family: nftables.TableFamilyIPv4}, serviceMap)
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
-		return map[netip.Addr]bool{}, nil // not created yet
+		return nil, fmt.Errorf("list tables: %w", err)
 	}
-	elems, err := c.GetSetElements(s)
-	if err != nil {
-		return nil, fmt.Errorf("list %s %s: %w", table, serviceMap, err)
-	}
-	out := make(map[netip.Addr]bool, len(elems))
-	for _, e := range elems {
-		if len(e.Key) >= 4 {
-			out[netip.AddrFrom4([4]byte(e.Key[:4]))] = true
+	out := map[netip.Addr]bool{}
+	for _, t := range tables {
+		if !tableOf(proxyTable, t.Name) {
+			continue
+		}
+		s, err := c.GetSetByName(t, serviceMap)
+		if err != nil {
+			continue // not created yet, or the main table
+		}
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("list %s %s: %w", t.Name, serviceMap, err)
+		}
+		for _, e := range elems {
+			if len(e.Key) >= 4 {
+				out[netip.AddrFrom4([4]byte(e.Key[:4]))] = true
+			}
 		}
 	}
 	return out, nil

@@ -6,7 +6,8 @@
 //     loopback plugin only when it is an edgenet binary (the agent installs its own
 //     loopback only where the node had none; a reference plugin is never touched);
 //   - the IPAM state directory <state-dir>/ipam, and <state-dir> itself once empty;
-//   - the nftables tables "ip edgenet", "ip6 edgenet" (service proxy) and "ip edgenet-nat"
+//   - the nftables tables "ip edgenet" and "ip6 edgenet" with their shard tables
+//     "edgenet-svc-NN" (service proxy), and "ip edgenet-nat"
 //     (masquerade);
 //   - every route of protocol routing.RouteProtocol (126), IPv4 and IPv6, in any table;
 //   - the VXLAN device (default "edgenet.vxlan"), if it is a vxlan device.
@@ -24,9 +25,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -248,8 +251,18 @@ func IsEdgenetBinary(path string) bool {
 	return err == nil && bi.Main.Path == module
 }
 
-// tables are the nftables tables the agent creates, as "<family> <name>".
-var tables = []string{"ip " + proxy.TableName, "ip6 " + proxy.TableName, "ip " + routing.NATTable}
+// ours tells whether "<family> <name>" is a table the agent creates: the proxy's
+// main and shard tables in ip and ip6, routing's NAT table in ip.
+func ours(table string) bool {
+	fam, name, _ := strings.Cut(table, " ")
+	switch fam {
+	case "ip":
+		return name == routing.NATTable || proxy.IsOurTable(name)
+	case "ip6":
+		return proxy.IsOurTable(name)
+	}
+	return false
+}
 
 func findTables(ctx context.Context) ([]Leftover, error) {
 	out, err := exec.CommandContext(ctx, "nft", "--json", "list", "tables").Output()
@@ -265,8 +278,8 @@ func findTables(ctx context.Context) ([]Leftover, error) {
 		return nil, err
 	}
 	var found []Leftover
-	for _, t := range tables {
-		if have[t] {
+	for _, t := range slices.Sorted(maps.Keys(have)) {
+		if ours(t) {
 			found = append(found, Leftover{Kind: NFTable, Name: t})
 		}
 	}

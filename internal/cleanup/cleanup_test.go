@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
@@ -102,27 +103,27 @@ func agentArtefacts(t *testing.T, node string) {
 		t.Fatal(err)
 	}
 	inNS(t, node, func() error {
-		nft, err := knftables.New(knftables.IPv4Family, proxy.TableName)
-		if err != nil {
-			return err
-		}
-		tx := nft.NewTransaction()
+		tx := proxy.NewTx(func(table string) *knftables.Transaction {
+			return knftables.NewFake(knftables.IPv4Family, table).NewTransaction()
+		})
 		cfg := proxy.NodeConfig{Family: knftables.IPv4Family, NodeName: "a", NodeIPs: []netip.Addr{local.IP}, PodCIDR: podCIDR, Balancing: proxy.BalanceCascade}
 		svc := &proxy.Service{Key: proxy.ServiceKey{Namespace: "default", Name: "web"}, Type: "ClusterIP",
 			ClusterIPs: []netip.Addr{netip.MustParseAddr("172.28.0.20")}, Ports: []proxy.ServicePort{{Name: "http", Protocol: proxy.TCP, Port: 80}}}
 		if err := proxy.WriteRuleset(tx, cfg, []*proxy.Service{svc}, nil); err != nil {
 			return err
 		}
-		if err := nft.Run(ctx, tx); err != nil {
-			return err
+		cmd := exec.CommandContext(ctx, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(tx.String())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("nft: %w: %s", err, out)
 		}
 		nft6, err := knftables.New(knftables.IPv6Family, proxy.TableName)
 		if err != nil {
 			return err
 		}
-		tx = nft6.NewTransaction()
-		tx.Add(&knftables.Table{})
-		return nft6.Run(ctx, tx)
+		tx6 := nft6.NewTransaction()
+		tx6.Add(&knftables.Table{})
+		return nft6.Run(ctx, tx6)
 	})
 	// An IPv6 route and one outside the main table: ours by protocol wherever they are.
 	run(t, "ip", "-n", node, "-6", "route", "add", "blackhole", "fd00:27::/64", "proto", "126")
@@ -226,7 +227,11 @@ func TestRemoveFromNode(t *testing.T) {
 				kind, rel, _ := strings.Cut(w, " ")
 				want = append(want, kind+" "+filepath.Join(dir, rel))
 			}
-			want = append(want, "nftables ip edgenet", "nftables ip6 edgenet", "nftables ip edgenet-nat")
+			want = append(want, "nftables ip edgenet", "nftables ip edgenet-nat")
+			for i := range proxy.DefaultShards {
+				want = append(want, "nftables ip "+proxy.ShardTable(i))
+			}
+			want = append(want, "nftables ip6 edgenet")
 			ctx := context.Background()
 			found, err := Find(ctx, cfg)
 			if err != nil {

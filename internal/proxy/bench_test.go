@@ -6,9 +6,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"testing"
-
-	"sigs.k8s.io/knftables"
 )
 
 // benchServices makes n ClusterIP services with two endpoints each (one local).
@@ -40,7 +39,7 @@ func BenchmarkCompute(b *testing.B) {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				tx := knftables.NewFake(testNode.Family, TableName).NewTransaction()
+				tx := newFakeTables(testNode.Family).NewTx()
 				if err := WriteRuleset(tx, testNode, svcs, eps); err != nil {
 					b.Fatal(err)
 				}
@@ -67,7 +66,8 @@ func BenchmarkKernelSync(b *testing.B) {
 		node := testNode
 		node.Balancing = bc.bal
 		newP := func() *Proxier {
-			p, err := NewProxier(Options{Node: node, NFT: newNSNFT(b, ns)})
+			// As in production: incremental syncs over netlink, full syncs streamed into nft.
+			p, err := NewProxier(Options{Node: node, NFT: newNSNFT(b, ns).open, Netlink: netlinkIn(ns, &atomic.Int32{}), NFTCommand: nftIn(ns)})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -83,7 +83,7 @@ func BenchmarkKernelSync(b *testing.B) {
 		b.Run(fmt.Sprintf("services=%d/%s/full", n, bc.bal), func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
-				_ = exec.Command("ip", "netns", "exec", ns.name, "nft", "delete", "table", "ip", TableName).Run()
+				_ = exec.Command("ip", "netns", "exec", ns.name, "nft", "flush", "ruleset").Run()
 				p := newP()
 				b.StartTimer()
 				if err := p.Sync(ctx); err != nil {

@@ -14,7 +14,8 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// TableName is the one nftables table the proxy owns, in the ip and ip6 families.
+// TableName is the proxy's main nftables table, in the ip and ip6 families; the
+// service chains live in shard tables next to it (tables.go).
 const TableName = "edgenet"
 
 // masqMark is the packet mark asking nat-postrouting to masquerade.
@@ -49,6 +50,8 @@ type NodeConfig struct {
 	PodCIDR netip.Prefix
 	// Balancing selects how a service chain picks an endpoint; see Balancing.
 	Balancing Balancing
+	// Shards is how many shard tables hold the services (0: DefaultShards).
+	Shards int
 }
 
 // Balancing is the form of the random endpoint choice in a service chain.
@@ -76,6 +79,9 @@ func (c NodeConfig) Validate() error {
 	}
 	if !c.PodCIDR.IsValid() || c.PodCIDR.Addr().Is4() != (c.Family == knftables.IPv4Family) {
 		return fmt.Errorf("pod CIDR %v: not a valid %s prefix", c.PodCIDR, c.Family)
+	}
+	if c.Shards < 0 || c.Shards > MaxShards {
+		return fmt.Errorf("shards %d: want 1 to %d (0 for %d)", c.Shards, MaxShards, DefaultShards)
 	}
 	switch c.Balancing {
 	case "", BalanceVmap, BalanceCascade:

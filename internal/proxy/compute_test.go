@@ -25,6 +25,7 @@ var testNode = NodeConfig{
 	NodeName: "node-a",
 	NodeIPs:  []netip.Addr{netip.MustParseAddr("192.168.50.11")},
 	PodCIDR:  netip.MustParsePrefix("172.27.0.0/16"),
+	Shards:   2, // golden files stay readable
 }
 
 func addrs(ss ...string) []netip.Addr {
@@ -84,10 +85,10 @@ func goldenCompare(t *testing.T, name, got string) {
 }
 
 // load runs a full write of services/slices into a fresh fake and returns it.
-func load(t *testing.T, cfg NodeConfig, svcs []*Service, eps []*EndpointSlice) *knftables.Fake {
+func load(t *testing.T, cfg NodeConfig, svcs []*Service, eps []*EndpointSlice) *fakeTables {
 	t.Helper()
-	fake := knftables.NewFake(cfg.Family, TableName)
-	tx := fake.NewTransaction()
+	fake := newFakeTables(cfg.Family)
+	tx := fake.NewTx()
 	if err := WriteRuleset(tx, cfg, svcs, eps); err != nil {
 		t.Fatal(err)
 	}
@@ -97,17 +98,23 @@ func load(t *testing.T, cfg NodeConfig, svcs []*Service, eps []*EndpointSlice) *
 	return fake
 }
 
-func mapValue(t *testing.T, fake *knftables.Fake, m string, key ...string) string {
+func mapValue(t *testing.T, fake *fakeTables, m string, key ...string) string {
 	t.Helper()
-	fm := fake.Table.Maps[m]
-	if fm == nil {
+	found := false
+	for _, table := range testNode.tables() {
+		ft := fake.fake(table).Table
+		if ft == nil || ft.Maps[m] == nil {
+			continue
+		}
+		found = true
+		if el := ft.Maps[m].FindElement(key...); el != nil {
+			return strings.Join(el.Value, " ")
+		}
+	}
+	if !found {
 		t.Fatalf("map %s missing", m)
 	}
-	el := fm.FindElement(key...)
-	if el == nil {
-		return ""
-	}
-	return strings.Join(el.Value, " ")
+	return ""
 }
 
 func TestComputeGolden(t *testing.T) {
@@ -175,18 +182,18 @@ func TestComputeGolden(t *testing.T) {
 		name   string
 		svcs   []*Service
 		eps    []*EndpointSlice
-		checks func(t *testing.T, f *knftables.Fake)
+		checks func(t *testing.T, f *fakeTables)
 	}{
-		{"clusterip-3-endpoints", []*Service{cip}, []*EndpointSlice{threeEps}, func(t *testing.T, f *knftables.Fake) {
+		{"clusterip-3-endpoints", []*Service{cip}, []*EndpointSlice{threeEps}, func(t *testing.T, f *fakeTables) {
 			if v := mapValue(t, f, mapServiceIPs, "172.28.0.20", "tcp", "80"); v != "goto svc-shop/web/tcp/http" {
 				t.Errorf("service-ips element = %q", v)
 			}
-			rules := f.Table.Chains["svc-shop/web/tcp/http"].Rules
+			rules := f.chain("svc-shop/web/tcp/http").Rules
 			if last := rules[len(rules)-1].Rule; !strings.HasPrefix(last, "numgen random mod 3 vmap") {
 				t.Errorf("balancing rule = %q, want mod 3 over the ready endpoints", last)
 			}
 		}},
-		{"no-endpoints-reject", []*Service{none}, nil, func(t *testing.T, f *knftables.Fake) {
+		{"no-endpoints-reject", []*Service{none}, nil, func(t *testing.T, f *fakeTables) {
 			if v := mapValue(t, f, mapNoEndpointSvcs, "172.28.0.21", "tcp", "80"); v != "goto reject-chain" {
 				t.Errorf("no-endpoint-services element = %q, want goto reject-chain", v)
 			}
@@ -194,31 +201,31 @@ func TestComputeGolden(t *testing.T) {
 				t.Errorf("service without endpoints is in service-ips: %q", v)
 			}
 		}},
-		{"only-terminating", []*Service{term}, []*EndpointSlice{termEps}, func(t *testing.T, f *knftables.Fake) {
-			rules := f.Table.Chains["svc-shop/draining/tcp/http"].Rules
+		{"only-terminating", []*Service{term}, []*EndpointSlice{termEps}, func(t *testing.T, f *fakeTables) {
+			rules := f.chain("svc-shop/draining/tcp/http").Rules
 			if last := rules[len(rules)-1].Rule; !strings.Contains(last, "mod 1 vmap { 0 : goto ep-shop/draining/tcp/http__172.27.1.20/8080 }") {
 				t.Errorf("want fallback to the serving terminating endpoint only, got %q", last)
 			}
 		}},
-		{"session-affinity", []*Service{sticky}, []*EndpointSlice{stickyEps}, func(t *testing.T, f *knftables.Fake) {
-			s := f.Table.Sets["aff-shop/sticky/tcp/http__172.27.1.30/8080"]
+		{"session-affinity", []*Service{sticky}, []*EndpointSlice{stickyEps}, func(t *testing.T, f *fakeTables) {
+			s := f.set("aff-shop/sticky/tcp/http__172.27.1.30/8080")
 			if s == nil || s.Timeout == nil || *s.Timeout != 3*time.Hour {
 				t.Errorf("affinity set with 3h timeout missing: %+v", s)
 			}
 		}},
-		{"nodeport", []*Service{np}, []*EndpointSlice{npEps}, func(t *testing.T, f *knftables.Fake) {
+		{"nodeport", []*Service{np}, []*EndpointSlice{npEps}, func(t *testing.T, f *fakeTables) {
 			if v := mapValue(t, f, mapServiceNodePorts, "tcp", "30080"); v != "goto ext-shop/np/tcp/http" {
 				t.Errorf("service-nodeports element = %q", v)
 			}
-			if f.Table.Sets[setNodePortIPs].FindElement("192.168.50.11") == nil {
+			if f.set(setNodePortIPs).FindElement("192.168.50.11") == nil {
 				t.Error("node IP not in nodeport-ips")
 			}
 		}},
-		{"lb-etp-local", []*Service{lb, lbRemote}, []*EndpointSlice{lbEps, lbRemoteEps}, func(t *testing.T, f *knftables.Fake) {
+		{"lb-etp-local", []*Service{lb, lbRemote}, []*EndpointSlice{lbEps, lbRemoteEps}, func(t *testing.T, f *fakeTables) {
 			if v := mapValue(t, f, mapServiceIPs, "192.168.50.200", "tcp", "80"); v != "goto ext-shop/lb/tcp/http" {
 				t.Errorf("LB IP element = %q", v)
 			}
-			lr := f.Table.Chains["local-shop/lb/tcp/http"].Rules
+			lr := f.chain("local-shop/lb/tcp/http").Rules
 			if last := lr[len(lr)-1].Rule; !strings.Contains(last, "mod 1 vmap { 0 : goto ep-shop/lb/tcp/http__172.27.1.50/8080 }") {
 				t.Errorf("local chain must only use the local endpoint, got %q", last)
 			}
@@ -229,7 +236,7 @@ func TestComputeGolden(t *testing.T) {
 				t.Errorf("nodeport without local endpoints = %q, want drop", v)
 			}
 		}},
-		{"itp-local", []*Service{itp, itpRemote}, []*EndpointSlice{itpEps, itpRemoteEps}, func(t *testing.T, f *knftables.Fake) {
+		{"itp-local", []*Service{itp, itpRemote}, []*EndpointSlice{itpEps, itpRemoteEps}, func(t *testing.T, f *fakeTables) {
 			if v := mapValue(t, f, mapServiceIPs, "172.28.0.27", "tcp", "80"); v != "goto local-shop/itp/tcp/http" {
 				t.Errorf("ITP local clusterIP element = %q", v)
 			}
@@ -237,17 +244,17 @@ func TestComputeGolden(t *testing.T) {
 				t.Errorf("ITP local without local endpoints = %q, want drop", v)
 			}
 		}},
-		{"named-ports", []*Service{named}, []*EndpointSlice{namedEps, namedEps2}, func(t *testing.T, f *knftables.Fake) {
+		{"named-ports", []*Service{named}, []*EndpointSlice{namedEps, namedEps2}, func(t *testing.T, f *fakeTables) {
 			for chain, want := range map[string]string{
 				"ep-kube-system/dns/udp/dns__172.27.1.90/5353":     "meta l4proto udp dnat to 172.27.1.90:5353",
 				"ep-kube-system/dns/tcp/metrics__172.27.2.90/9999": "meta l4proto tcp dnat to 172.27.2.90:9999",
 			} {
-				c := f.Table.Chains[chain]
+				c := f.chain(chain)
 				if c == nil || c.Rules[len(c.Rules)-1].Rule != want {
 					t.Errorf("chain %s: want %q, got %+v", chain, want, c)
 				}
 			}
-			if f.Table.Chains["ep-kube-system/dns/udp/dns__172.27.2.90/9999"] != nil {
+			if f.chain("ep-kube-system/dns/udp/dns__172.27.2.90/9999") != nil {
 				t.Error("endpoint of the metrics-only slice used for the dns port")
 			}
 		}},

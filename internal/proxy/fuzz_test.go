@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"sigs.k8s.io/knftables"
 )
 
 // fuzzInput turns bytes into a Service with its slices, within the shapes the API
@@ -91,25 +89,25 @@ func FuzzServiceRules(f *testing.F) {
 			return
 		}
 		ctx := context.Background()
-		fake := knftables.NewFake(testNode.Family, TableName)
+		fake := newFakeTables(testNode.Family)
 		rs, _ := NewRuleset(testNode)
-		tx := fake.NewTransaction()
+		tx := fake.NewTx()
 		rs.WriteFull(tx, map[ServiceKey]*ServiceRules{a.Key: ComputeService(testNode, a, aEps)}, Existing{}, time.Unix(0, 0))
 		if err := fake.Run(ctx, tx); err != nil {
 			t.Fatalf("full write rejected: %v\n%s", err, tx)
 		}
-		tx = fake.NewTransaction()
+		tx = fake.NewTx()
 		rs.WriteUpdate(tx, map[ServiceKey]*ServiceRules{a.Key: ComputeService(testNode, b, bEps)}, time.Unix(10, 0))
 		if err := fake.Run(ctx, tx); err != nil {
 			t.Fatalf("update rejected: %v\n%s", err, tx)
 		}
-		tx = fake.NewTransaction() // deletes the chains a used and b does not
+		tx = fake.NewTx() // deletes the chains a used and b does not
 		rs.WriteUpdate(tx, nil, time.Unix(20, 0))
 		if err := fake.Run(ctx, tx); err != nil {
 			t.Fatalf("stale chain deletion rejected: %v\n%s", err, tx)
 		}
-		want := knftables.NewFake(testNode.Family, TableName)
-		tx = want.NewTransaction()
+		want := newFakeTables(testNode.Family)
+		tx = want.NewTx()
 		if err := WriteRuleset(tx, testNode, []*Service{b}, bEps); err != nil {
 			t.Fatal(err)
 		}

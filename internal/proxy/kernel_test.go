@@ -86,16 +86,38 @@ type nsNFT struct {
 	txs   []string
 }
 
-func newNSNFT(t testing.TB, ns *testNS) *nsNFT {
-	n := &nsNFT{ns: ns}
-	err := ns.in(func() (err error) {
-		n.inner, err = knftables.New(knftables.IPv4Family, TableName)
+// nsTables opens nsNFTs for our tables, one per table, in one family.
+type nsTables struct {
+	t      testing.TB
+	ns     *testNS
+	family knftables.Family
+	mu     sync.Mutex
+	m      map[string]*nsNFT
+}
+
+func newNSNFT(t testing.TB, ns *testNS) *nsTables { return newNSNFTFamily(t, ns, knftables.IPv4Family) }
+
+func newNSNFTFamily(t testing.TB, ns *testNS, fam knftables.Family) *nsTables {
+	return &nsTables{t: t, ns: ns, family: fam, m: map[string]*nsNFT{}}
+}
+
+// open is an Options.NFT.
+func (n *nsTables) open(table string) knftables.Interface {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if x := n.m[table]; x != nil {
+		return x
+	}
+	x := &nsNFT{ns: n.ns}
+	err := n.ns.in(func() (err error) {
+		x.inner, err = knftables.New(n.family, table)
 		return err
 	})
 	if err != nil {
-		t.Fatal(err)
+		n.t.Fatal(err)
 	}
-	return n
+	n.m[table] = x
+	return x
 }
 
 func (n *nsNFT) NewTransaction() *knftables.Transaction { return n.inner.NewTransaction() }
@@ -246,14 +268,14 @@ func setupKernelEnv(t *testing.T) *kernelEnv {
 
 func (e *kernelEnv) proxier(t *testing.T) (*Proxier, *nsNFT) {
 	t.Helper()
-	nft := newNSNFT(t, e.node)
+	nft := newNSNFT(t, e.node).open(TableName).(*nsNFT)
 	h, err := netlink.NewHandleAt(e.node.h)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
 	var opened atomic.Int32
-	p, err := NewProxier(Options{Node: e.cfg, NFT: nft, Conntrack: NetlinkConntrack{Handle: h}, Netlink: netlinkIn(e.node, &opened), NFTCommand: nftIn(e.node)})
+	p, err := NewProxier(Options{Node: e.cfg, NFT: newNSNFT(t, e.node).open, Conntrack: NetlinkConntrack{Handle: h}, Netlink: netlinkIn(e.node, &opened), NFTCommand: nftIn(e.node)})
 	if err != nil {
 		t.Fatal(err)
 	}

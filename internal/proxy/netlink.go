@@ -38,9 +38,10 @@ const (
 	opDeleteElement
 )
 
-// op is one change to our table.
+// op is one change to one of our tables.
 type op struct {
 	kind    opKind
+	table   string
 	name    string // chain or set
 	rule    string
 	timeout time.Duration
@@ -50,23 +51,31 @@ type op struct {
 // ops is an ordered list of changes, applied as one transaction.
 type ops []op
 
-func (o *ops) addChain(name string)    { *o = append(*o, op{kind: opAddChain, name: name}) }
-func (o *ops) flushChain(name string)  { *o = append(*o, op{kind: opFlushChain, name: name}) }
-func (o *ops) deleteChain(name string) { *o = append(*o, op{kind: opDeleteChain, name: name}) }
-func (o *ops) addRule(chain, rule string) {
-	*o = append(*o, op{kind: opAddRule, name: chain, rule: rule})
+func (o *ops) add(kind opKind, q qname) {
+	*o = append(*o, op{kind: kind, table: q.Table, name: q.Name})
 }
-func (o *ops) addAffinitySet(name string, timeout time.Duration) {
-	*o = append(*o, op{kind: opAddAffinitySet, name: name, timeout: timeout})
+func (o *ops) addChain(q qname)    { o.add(opAddChain, q) }
+func (o *ops) flushChain(q qname)  { o.add(opFlushChain, q) }
+func (o *ops) deleteChain(q qname) { o.add(opDeleteChain, q) }
+func (o *ops) deleteSet(q qname)   { o.add(opDeleteSet, q) }
+func (o *ops) addRule(chain qname, rule string) {
+	*o = append(*o, op{kind: opAddRule, table: chain.Table, name: chain.Name, rule: rule})
 }
-func (o *ops) deleteSet(name string)   { *o = append(*o, op{kind: opDeleteSet, name: name}) }
-func (o *ops) addElement(e element)    { *o = append(*o, op{kind: opAddElement, elem: e}) }
-func (o *ops) deleteElement(e element) { *o = append(*o, op{kind: opDeleteElement, elem: e}) }
-func (o ops) Len() int                 { return len(o) }
+func (o *ops) addAffinitySet(q qname, timeout time.Duration) {
+	*o = append(*o, op{kind: opAddAffinitySet, table: q.Table, name: q.Name, timeout: timeout})
+}
+func (o *ops) addElement(table string, e element) {
+	*o = append(*o, op{kind: opAddElement, table: table, elem: e})
+}
+func (o *ops) deleteElement(table string, e element) {
+	*o = append(*o, op{kind: opDeleteElement, table: table, elem: e})
+}
+func (o ops) Len() int { return len(o) }
 
 // toTransaction writes the ops into an nft transaction.
-func (o ops) toTransaction(cfg NodeConfig, tx *knftables.Transaction) {
+func (o ops) toTransaction(cfg NodeConfig, t *Tx) {
 	for _, x := range o {
+		tx := t.Table(x.table)
 		switch x.kind {
 		case opAddChain:
 			tx.Add(&knftables.Chain{Name: x.name})
@@ -100,11 +109,16 @@ func compileNetlink(cfg NodeConfig, o ops) (*netlinkBatch, error) {
 	if cfg.Family == knftables.IPv6Family {
 		fam = nftables.TableFamilyIPv6
 	}
-	table := &nftables.Table{Name: TableName, Family: fam}
-	chain := func(name string) *nftables.Chain { return &nftables.Chain{Name: name, Table: table} }
+	tables := map[string]*nftables.Table{}
 	b := &netlinkBatch{}
 	add := func(f func(c *nftables.Conn) error) { b.apply = append(b.apply, f) }
 	for _, x := range o {
+		table := tables[x.table]
+		if table == nil {
+			table = &nftables.Table{Name: x.table, Family: fam}
+			tables[x.table] = table
+		}
+		chain := func(name string) *nftables.Chain { return &nftables.Chain{Name: name, Table: table} }
 		switch x.kind {
 		case opAddChain:
 			ch := chain(x.name)
@@ -379,9 +393,9 @@ func matchAddr(cfg NodeConfig, saddr bool, arg string, neg bool) ([]expr.Any, er
 	return append(out, &expr.Cmp{Op: op, Register: 1, Data: data}), nil
 }
 
-// listNetlink lists our table's chains and sets over netlink: names only, where
+// listNetlink lists our tables' chains and sets over netlink: names only, where
 // `nft --json list table` prints every rule too (~10 s at 10k services, holding up
-// every sync behind a periodic resync or an agent restart). A missing table is an
+// every sync behind a periodic resync or an agent restart). Missing tables are an
 // empty listing.
 func listNetlink(c *nftables.Conn, cfg NodeConfig) (Existing, error) {
 	fam := nftables.TableFamilyIPv4
@@ -393,25 +407,33 @@ func listNetlink(c *nftables.Conn, cfg NodeConfig) (Existing, error) {
 	if err != nil {
 		return Existing{}, fmt.Errorf("list tables: %w", err)
 	}
-	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == TableName }) {
+	for _, t := range tables {
+		if IsOurTable(t.Name) {
+			ex.Tables = append(ex.Tables, t.Name)
+		}
+	}
+	if len(ex.Tables) == 0 {
 		return ex, nil
 	}
+	slices.Sort(ex.Tables)
 	chains, err := c.ListChainsOfTableFamily(fam)
 	if err != nil {
 		return Existing{}, fmt.Errorf("list chains: %w", err)
 	}
 	for _, ch := range chains {
-		if ch.Table != nil && ch.Table.Name == TableName {
-			ex.Chains = append(ex.Chains, ch.Name)
+		if ch.Table != nil && IsOurTable(ch.Table.Name) {
+			ex.Chains = append(ex.Chains, qname{ch.Table.Name, ch.Name})
 		}
 	}
-	sets, err := c.GetSets(&nftables.Table{Name: TableName, Family: fam})
-	if err != nil {
-		return Existing{}, fmt.Errorf("list sets: %w", err)
-	}
-	for _, s := range sets {
-		if !s.IsMap && !s.Anonymous && !strings.HasPrefix(s.Name, "__") { // as knftables' "set" entries
-			ex.Sets = append(ex.Sets, s.Name)
+	for _, t := range ex.Tables {
+		sets, err := c.GetSets(&nftables.Table{Name: t, Family: fam})
+		if err != nil {
+			return Existing{}, fmt.Errorf("list sets of %s: %w", t, err)
+		}
+		for _, s := range sets {
+			if !s.IsMap && !s.Anonymous && !strings.HasPrefix(s.Name, "__") { // as knftables' "set" entries
+				ex.Sets = append(ex.Sets, qname{t, s.Name})
+			}
 		}
 	}
 	return ex, nil

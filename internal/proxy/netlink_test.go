@@ -103,11 +103,7 @@ func TestNetlinkSyncMatchesNft(t *testing.T) {
 			}
 			newP := func(suffix string, viaNetlink bool, opened *atomic.Int32) (*Proxier, *testNS) {
 				ns := newTestNS(t, string(fam)+suffix)
-				nft := newNSNFT(t, ns)
-				if err := ns.in(func() (err error) { nft.inner, err = knftables.New(fam, TableName); return err }); err != nil {
-					t.Fatal(err)
-				}
-				opts := Options{Node: node, NFT: nft}
+				opts := Options{Node: node, NFT: newNSNFTFamily(t, ns, fam).open}
 				if viaNetlink { // and full syncs streamed into nft
 					opts.Netlink = netlinkIn(ns, opened)
 					opts.NFTCommand = nftIn(ns)
@@ -123,7 +119,7 @@ func TestNetlinkSyncMatchesNft(t *testing.T) {
 			pn, nsN := newP("-nl", true, &opened)
 			pt, nsT := newP("-nft", false, nil)
 			list := func(ns *testNS) string {
-				return sh(t, ns.name, "nft", "list", "table", string(fam), TableName)
+				return sh(t, ns.name, "nft", "list", "ruleset", string(fam))
 			}
 			// Listing over netlink finds what nft finds (nothing before the first sync).
 			compareListings := func(step int) {
@@ -140,7 +136,14 @@ func TestNetlinkSyncMatchesNft(t *testing.T) {
 				if err != nil {
 					t.Fatalf("step %d: nft listing: %v", step, err)
 				}
-				for _, l := range [][2][]string{{exN.Chains, exT.Chains}, {exN.Sets, exT.Sets}} {
+				names := func(qs []qname) []string {
+					var out []string
+					for _, q := range qs {
+						out = append(out, q.Table+" "+q.Name)
+					}
+					return out
+				}
+				for _, l := range [][2][]string{{names(exN.Chains), names(exT.Chains)}, {names(exN.Sets), names(exT.Sets)}} {
 					slices.Sort(l[0])
 					slices.Sort(l[1])
 					if !slices.Equal(l[0], l[1]) {
@@ -292,7 +295,7 @@ func TestNetlinkLargeBatch(t *testing.T) {
 	var opened atomic.Int32
 	node := testNode
 	node.Balancing = BalanceCascade
-	p, err := NewProxier(Options{Node: node, NFT: newNSNFT(t, ns), Netlink: netlinkIn(ns, &opened), NFTCommand: nftIn(ns)})
+	p, err := NewProxier(Options{Node: node, NFT: newNSNFT(t, ns).open, Netlink: netlinkIn(ns, &opened), NFTCommand: nftIn(ns)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +321,7 @@ func TestNetlinkLargeBatch(t *testing.T) {
 		if got := opened.Load() > before; got != bc.wantNetlink {
 			t.Errorf("%d services: over netlink %v, want %v", bc.services, got, bc.wantNetlink)
 		}
-		out := sh(t, ns.name, "nft", "list", "map", "ip", TableName, mapServiceIPs)
+		out := sh(t, ns.name, "nft", "list", "ruleset", "ip")
 		if n := strings.Count(out, "goto svc-big/"); n != total {
 			t.Fatalf("after %d services: %d in %s, want %d", bc.services, n, mapServiceIPs, total)
 		}

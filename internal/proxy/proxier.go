@@ -25,8 +25,10 @@ const maxNetlinkOps = 2000
 // Options configures a Proxier for one IP family.
 type Options struct {
 	Node NodeConfig
-	// NFT is the nftables interface for table TableName in Node.Family.
-	NFT knftables.Interface
+	// NFT opens the knftables interface of one of our tables (TableName or a
+	// shard's, see tables.go) in Node.Family. Transactions are always built
+	// through it; they run through it only when NFTCommand is nil.
+	NFT func(table string) knftables.Interface
 	// Netlink, if set, carries incremental syncs as netlink batches in place of
 	// `nft -f` runs, which load the whole table into nft's cache first (the larger
 	// part of a one-service change at 10k services), and lists the table's chains
@@ -36,10 +38,12 @@ type Options struct {
 	// It is called once per such sync; a fresh Conn never carries messages of a
 	// batch that failed to queue.
 	Netlink func() (*nftables.Conn, error)
-	// NFTCommand, if set, makes full syncs stream their text into the nft it
-	// returns (reading the transaction from stdin, e.g. DefaultNFTCommand) instead
-	// of building it whole through NFT: a first sync at 10k services then never
-	// holds its ~70 MB of objects and text at once.
+	// NFTCommand, if set, runs every nft transaction: the text of all the tables
+	// it touches goes into one nft reading stdin (e.g. DefaultNFTCommand), so that
+	// it is one transaction. Full syncs stream their text into it chunk by chunk:
+	// a first sync at 10k services then never holds its ~70 MB of objects and
+	// text at once. Without it, each table's part runs through NFT on its own
+	// (fakes in tests).
 	NFTCommand func(ctx context.Context) *exec.Cmd
 	// Conntrack clears stale UDP entries; nil skips that.
 	Conntrack Conntrack
@@ -62,6 +66,7 @@ type Options struct {
 type Proxier struct {
 	opts   Options
 	log    *slog.Logger
+	nfts   map[string]knftables.Interface // by table, owned by the sync goroutine
 	kick   chan struct{}
 	health *healthServers
 
@@ -108,6 +113,7 @@ func NewProxier(opts Options) (*Proxier, error) {
 		slices:   map[ServiceKey][]*EndpointSlice{},
 		dirty:    map[ServiceKey]time.Time{},
 		healthW:  map[ServiceKey]healthWant{},
+		nfts:     map[string]knftables.Interface{},
 	}
 	if opts.HealthListen != nil {
 		p.health = &healthServers{listen: opts.HealthListen, log: log, servers: map[uint16]*healthServer{}}
@@ -309,7 +315,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	}
 
 	prev := p.rs
-	tx := p.opts.NFT.NewTransaction()
+	tx := p.newTx()
 	var next *Ruleset
 	var nl *netlinkBatch
 	streamed := false
@@ -376,7 +382,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 			}
 		}
 	} else {
-		err = p.opts.NFT.Run(ctx, tx)
+		err = p.run(ctx, tx)
 	}
 	if err != nil {
 		p.rs = nil // the Ruleset no longer matches the kernel
@@ -454,6 +460,32 @@ func (p *Proxier) requeue(dirty map[ServiceKey]time.Time) {
 	p.mu.Unlock()
 }
 
+func (p *Proxier) nft(table string) knftables.Interface {
+	n := p.nfts[table]
+	if n == nil {
+		n = p.opts.NFT(table)
+		p.nfts[table] = n
+	}
+	return n
+}
+
+func (p *Proxier) newTx() *Tx {
+	return NewTx(func(table string) *knftables.Transaction { return p.nft(table).NewTransaction() })
+}
+
+// run applies tx as one nft transaction (or, without NFTCommand, table by table).
+func (p *Proxier) run(ctx context.Context, tx *Tx) error {
+	if p.opts.NFTCommand == nil {
+		for _, t := range tx.Tables() {
+			if err := p.nft(t).Run(ctx, tx.Table(t)); err != nil {
+				return fmt.Errorf("table %s: %w", t, err)
+			}
+		}
+		return nil
+	}
+	return runNFT(p.opts.NFTCommand(ctx), tx.String())
+}
+
 func (p *Proxier) listExisting(ctx context.Context) (Existing, error) {
 	if p.opts.Netlink != nil {
 		c, err := p.opts.Netlink()
@@ -463,16 +495,26 @@ func (p *Proxier) listExisting(ctx context.Context) (Existing, error) {
 				return ex, nil
 			}
 		}
-		return Existing{}, fmt.Errorf("proxy: list table %s %s over netlink: %w", p.opts.Node.Family, TableName, err)
+		return Existing{}, fmt.Errorf("proxy: list tables %s %s* over netlink: %w", p.opts.Node.Family, TableName, err)
 	}
-	all, err := p.opts.NFT.ListAll(ctx)
-	if knftables.IsNotFound(err) {
-		return Existing{}, nil
+	var ex Existing
+	for _, t := range p.opts.Node.tables() {
+		all, err := p.nft(t).ListAll(ctx)
+		if knftables.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return Existing{}, fmt.Errorf("proxy: list table %s %s: %w", p.opts.Node.Family, t, err)
+		}
+		ex.Tables = append(ex.Tables, t)
+		for _, c := range all["chain"] {
+			ex.Chains = append(ex.Chains, qname{t, c})
+		}
+		for _, s := range all["set"] {
+			ex.Sets = append(ex.Sets, qname{t, s})
+		}
 	}
-	if err != nil {
-		return Existing{}, fmt.Errorf("proxy: list table %s %s: %w", p.opts.Node.Family, TableName, err)
-	}
-	return Existing{Chains: all["chain"], Sets: all["set"]}, nil
+	return ex, nil
 }
 
 // DefaultHealthListen listens on all addresses of the current network namespace.

@@ -26,16 +26,32 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// countingNFT counts transactions run against a fake.
+// countingNFT counts the runs of transaction parts (one per table touched) against
+// fakes, and can make them fail.
 type countingNFT struct {
-	*knftables.Fake
+	*fakeTables
 	mu   sync.Mutex
 	runs int
 	fail bool
 	last string
 }
 
-func (c *countingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
+func newCountingNFT() *countingNFT {
+	return &countingNFT{fakeTables: newFakeTables(knftables.IPv4Family)}
+}
+
+// open is an Options.NFT.
+func (c *countingNFT) open(table string) knftables.Interface {
+	return &countingTable{Interface: c.fake(table), c: c}
+}
+
+type countingTable struct {
+	knftables.Interface
+	c *countingNFT
+}
+
+func (t *countingTable) Run(ctx context.Context, tx *knftables.Transaction) error {
+	c := t.c
 	c.mu.Lock()
 	c.runs++
 	c.last = tx.String()
@@ -44,7 +60,7 @@ func (c *countingNFT) Run(ctx context.Context, tx *knftables.Transaction) error 
 	if fail {
 		return fmt.Errorf("injected failure")
 	}
-	return c.Fake.Run(ctx, tx)
+	return t.Interface.Run(ctx, tx)
 }
 
 func (c *countingNFT) Runs() int { c.mu.Lock(); defer c.mu.Unlock(); return c.runs }
@@ -73,8 +89,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestProxierBatchesAndRecordsLatency(t *testing.T) {
-	nft := &countingNFT{Fake: knftables.NewFake(knftables.IPv4Family, TableName)}
-	p, err := NewProxier(Options{Node: testNode, NFT: nft, MinSyncInterval: 50 * time.Millisecond})
+	nft := newCountingNFT()
+	p, err := NewProxier(Options{Node: testNode, NFT: nft.open, MinSyncInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +106,7 @@ func TestProxierBatchesAndRecordsLatency(t *testing.T) {
 		t.Fatalf("synced before OnSynced")
 	}
 	p.OnSynced()
-	waitFor(t, "first sync", func() bool { return nft.Runs() == 1 })
+	waitFor(t, "first sync", func() bool { return p.SyncDurations().Count == 1 })
 
 	// 200 events inside the min interval become at most two transactions.
 	for i := range 200 {
@@ -99,11 +115,10 @@ func TestProxierBatchesAndRecordsLatency(t *testing.T) {
 		p.OnEndpointSliceUpdate(slice(s, "x", http8080, ep(fmt.Sprintf("172.27.9.%d", i), "node-b", "ready")))
 	}
 	waitFor(t, "all services", func() bool {
-		els, _ := nft.ListElements(context.Background(), "map", mapServiceIPs)
-		return len(els) == 200
+		return len(nft.elements(mapServiceIPs)) == 200
 	})
 	waitFor(t, "latency of every changed service", func() bool { return p.Latency().Count == 201 })
-	if r := nft.Runs(); r > 3 {
+	if r := p.SyncDurations().Count - 1; r > 3 {
 		t.Errorf("%d transactions for one burst of events, want ≤ 3", r)
 	}
 	lat := p.Latency()
@@ -111,10 +126,10 @@ func TestProxierBatchesAndRecordsLatency(t *testing.T) {
 
 	// Invalid input changes nothing.
 	time.Sleep(60 * time.Millisecond) // let the burst's last sync finish
-	before := nft.Fake.Dump()
+	before := nft.Dump()
 	p.OnServiceUpdate(&Service{Key: ServiceKey{"shop", "s1"}, ClusterIPs: addrs("172.28.1.1"), Ports: []ServicePort{{Name: "x", Protocol: "icmp", Port: 1}}})
 	time.Sleep(80 * time.Millisecond)
-	if nft.Fake.Dump() != before {
+	if nft.Dump() != before {
 		t.Error("invalid service changed the table")
 	}
 	cancel()
@@ -124,8 +139,8 @@ func TestProxierBatchesAndRecordsLatency(t *testing.T) {
 }
 
 func TestProxierRecoversWithFullSync(t *testing.T) {
-	nft := &countingNFT{Fake: knftables.NewFake(knftables.IPv4Family, TableName)}
-	p, _ := NewProxier(Options{Node: testNode, NFT: nft})
+	nft := newCountingNFT()
+	p, _ := NewProxier(Options{Node: testNode, NFT: nft.open})
 	ctx := context.Background()
 	a := web("shop", "a", "172.28.0.30")
 	p.OnServiceUpdate(a)
@@ -142,15 +157,15 @@ func TestProxierRecoversWithFullSync(t *testing.T) {
 	if err := p.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if v := mapValue(t, nft.Fake, mapServiceIPs, "172.28.0.30", "tcp", "80"); v != "goto svc-shop/a/tcp/http" {
+	if v := mapValue(t, nft.fakeTables, mapServiceIPs, "172.28.0.30", "tcp", "80"); v != "goto svc-shop/a/tcp/http" {
 		t.Errorf("change lost after a failed sync: service-ips = %q", v)
 	}
 }
 
 func TestProxierUDPConntrack(t *testing.T) {
-	nft := knftables.NewFake(knftables.IPv4Family, TableName)
+	nft := newFakeTables(knftables.IPv4Family)
 	ct := &recordedConntrack{}
-	p, _ := NewProxier(Options{Node: testNode, NFT: nft, Conntrack: ct})
+	p, _ := NewProxier(Options{Node: testNode, NFT: nft.open, Conntrack: ct})
 	dns := &Service{Key: ServiceKey{"kube-system", "dns"}, Type: ClusterIP, ClusterIPs: addrs("172.28.0.10"),
 		Ports: []ServicePort{{Name: "dns", Protocol: UDP, Port: 53}}}
 	ports := []EndpointPort{{Name: "dns", Protocol: UDP, Port: 53}}
@@ -181,7 +196,7 @@ func TestProxierUDPConntrack(t *testing.T) {
 }
 
 func TestHealthCheckServer(t *testing.T) {
-	nft := knftables.NewFake(knftables.IPv4Family, TableName)
+	nft := newFakeTables(knftables.IPv4Family)
 	var mu sync.Mutex
 	addrsByPort := map[uint16]string{}
 	listen := func(port uint16) (net.Listener, error) {
@@ -193,7 +208,7 @@ func TestHealthCheckServer(t *testing.T) {
 		}
 		return ln, err
 	}
-	p, _ := NewProxier(Options{Node: testNode, NFT: nft, HealthListen: listen})
+	p, _ := NewProxier(Options{Node: testNode, NFT: nft.open, HealthListen: listen})
 	defer p.health.close()
 	lb := web("shop", "lb", "172.28.0.25")
 	lb.Type = LoadBalancer
@@ -261,7 +276,7 @@ func TestRunWithKubernetesSource(t *testing.T) {
 			},
 		},
 	)
-	fake := knftables.NewFake(knftables.IPv4Family, TableName)
+	fake := newFakeTables(knftables.IPv4Family)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var proxiers []*Proxier
@@ -271,7 +286,7 @@ func TestRunWithKubernetesSource(t *testing.T) {
 		done <- Run(ctx, Config{
 			Clientset: cs, NodeName: "node-a", NodeIPs: addrs("192.168.50.11"),
 			PodCIDRs:     []netip.Prefix{netipPrefix("172.27.0.0/16")},
-			NewNFT:       func(knftables.Family) (knftables.Interface, error) { return fake, nil },
+			NewNFT:       func(_ knftables.Family, table string) knftables.Interface { return fake.open(table) },
 			Conntrack:    &recordedConntrack{},
 			HealthListen: func(uint16) (net.Listener, error) { return nil, fmt.Errorf("unused") },
 			OnProxiers:   func(ps []*Proxier) { pmu.Lock(); proxiers = ps; pmu.Unlock() },
@@ -279,8 +294,7 @@ func TestRunWithKubernetesSource(t *testing.T) {
 		})
 	}()
 	hasElement := func(m string, key ...string) bool {
-		els, _ := fake.ListElements(context.Background(), "map", m)
-		for _, e := range els {
+		for _, e := range fake.elements(m) {
 			if strings.Join(e.Key, " ") == strings.Join(key, " ") {
 				return true
 			}
@@ -318,8 +332,8 @@ func TestRunWithKubernetesSource(t *testing.T) {
 }
 
 func TestPeriodicResyncWritesOnlyDifferences(t *testing.T) {
-	nft := &countingNFT{Fake: knftables.NewFake(knftables.IPv4Family, TableName)}
-	p, _ := NewProxier(Options{Node: testNode, NFT: nft})
+	nft := newCountingNFT()
+	p, _ := NewProxier(Options{Node: testNode, NFT: nft.open})
 	ctx := context.Background()
 	for i := range 20 {
 		s := web("shop", fmt.Sprintf("s%d", i), fmt.Sprintf("172.28.1.%d", i))
@@ -331,19 +345,24 @@ func TestPeriodicResyncWritesOnlyDifferences(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Someone leaves a chain of ours behind by hand.
-	tx := nft.Fake.NewTransaction()
+	shard := testNode.shardOf(ServiceKey{"old", "gone"})
+	tx := nft.fake(shard).NewTransaction()
 	tx.Add(&knftables.Chain{Name: "svc-old/gone/tcp/http"})
 	tx.Add(&knftables.Rule{Chain: "svc-old/gone/tcp/http", Rule: "drop"})
-	if err := nft.Fake.Run(ctx, tx); err != nil {
+	if err := nft.fake(shard).Run(ctx, tx); err != nil {
 		t.Fatal(err)
 	}
+	runs := nft.Runs()
 	p.syncMu.Lock()
 	p.resync = true
 	p.syncMu.Unlock()
 	if err := p.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if want := "flush chain ip edgenet svc-old/gone/tcp/http\n"; nft.last != want {
+	if nft.Runs() != runs+1 {
+		t.Errorf("resync ran %d transaction parts, want 1", nft.Runs()-runs)
+	}
+	if want := "flush chain ip " + shard + " svc-old/gone/tcp/http\n"; nft.last != want {
 		t.Errorf("resync transaction = %q, want only %q", nft.last, want)
 	}
 }

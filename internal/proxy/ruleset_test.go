@@ -22,7 +22,7 @@ func computeAll(cfg NodeConfig, svcs []*Service, eps []*EndpointSlice) map[Servi
 	return out
 }
 
-func run(t *testing.T, fake *knftables.Fake, tx *knftables.Transaction) {
+func run(t *testing.T, fake *fakeTables, tx *Tx) {
 	t.Helper()
 	if err := fake.Run(context.Background(), tx); err != nil {
 		t.Fatalf("fake rejected the transaction: %v\n%s", err, tx)
@@ -42,18 +42,18 @@ func TestIncrementalUpdate(t *testing.T) {
 	bEps := slice(b, "b-1", http8080, ep("172.27.1.2", "node-a", "ready"), ep("172.27.2.2", "node-b", "ready"))
 	t0 := time.Unix(1000, 0)
 
-	fake := knftables.NewFake(testNode.Family, TableName)
+	fake := newFakeTables(testNode.Family)
 	rs, err := NewRuleset(testNode)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx := fake.NewTransaction()
+	tx := fake.NewTx()
 	rs.WriteFull(tx, computeAll(testNode, []*Service{a, b}, []*EndpointSlice{aEps, bEps}), Existing{}, t0)
 	run(t, fake, tx)
 
 	// b: one endpoint replaced, one kept.
 	bEps2 := slice(b, "b-1", http8080, ep("172.27.1.2", "node-a", "ready"), ep("172.27.3.2", "node-c", "ready"))
-	tx = fake.NewTransaction()
+	tx = fake.NewTx()
 	rs.WriteUpdate(tx, map[ServiceKey]*ServiceRules{b.Key: ComputeService(testNode, b, []*EndpointSlice{bEps2})}, t0.Add(time.Millisecond))
 	goldenCompare(t, "incremental-update.tx", tx.String())
 	run(t, fake, tx)
@@ -61,11 +61,11 @@ func TestIncrementalUpdate(t *testing.T) {
 	if strings.Contains(text, "shop/a/") {
 		t.Errorf("update of shop/b touched shop/a:\n%s", text)
 	}
-	if strings.Contains(text, "chain ip edgenet ep-shop/b/tcp/http__172.27.1.2/8080") ||
-		strings.Contains(text, "rule ip edgenet ep-shop/b/tcp/http__172.27.1.2/8080") {
+	if strings.Contains(text, "chain ip "+testNode.shardOf(b.Key)+" ep-shop/b/tcp/http__172.27.1.2/8080") ||
+		strings.Contains(text, "rule ip "+testNode.shardOf(b.Key)+" ep-shop/b/tcp/http__172.27.1.2/8080") {
 		t.Errorf("unchanged endpoint chain of shop/b rewritten:\n%s", text)
 	}
-	if !strings.Contains(text, "flush chain ip edgenet ep-shop/b/tcp/http__172.27.2.2/8080") {
+	if !strings.Contains(text, "flush chain ip "+testNode.shardOf(b.Key)+" ep-shop/b/tcp/http__172.27.2.2/8080") {
 		t.Errorf("removed endpoint chain not flushed:\n%s", text)
 	}
 	if rs.StaleChains() != 1 {
@@ -73,13 +73,13 @@ func TestIncrementalUpdate(t *testing.T) {
 	}
 
 	// Delete a; a sync after the stale delay removes b's old endpoint chain too.
-	tx = fake.NewTransaction()
+	tx = fake.NewTx()
 	rs.WriteUpdate(tx, map[ServiceKey]*ServiceRules{a.Key: nil}, t0.Add(2*time.Second))
 	run(t, fake, tx)
-	if !strings.Contains(tx.String(), "delete chain ip edgenet ep-shop/b/tcp/http__172.27.2.2/8080") {
+	if !strings.Contains(tx.String(), "delete chain ip "+testNode.shardOf(b.Key)+" ep-shop/b/tcp/http__172.27.2.2/8080") {
 		t.Errorf("stale chain not deleted after the delay:\n%s", tx)
 	}
-	tx = fake.NewTransaction()
+	tx = fake.NewTx()
 	rs.WriteUpdate(tx, nil, t0.Add(4*time.Second))
 	run(t, fake, tx)
 
@@ -102,26 +102,23 @@ func TestFullResyncReconciles(t *testing.T) {
 
 	// After the restart a lost an endpoint and b is gone.
 	aEps2 := slice(a, "a-1", http8080, ep("172.27.1.1", "node-a", "ready"))
-	listed, err := fake.ListAll(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	listed := fake.existing(t)
 	rs, _ := NewRuleset(testNode)
 	now := time.Unix(2000, 0)
-	tx := fake.NewTransaction()
-	rs.WriteFull(tx, computeAll(testNode, []*Service{a}, []*EndpointSlice{aEps2}), Existing{Chains: listed["chain"], Sets: listed["set"]}, now)
+	tx := fake.NewTx()
+	rs.WriteFull(tx, computeAll(testNode, []*Service{a}, []*EndpointSlice{aEps2}), listed, now)
 	text := tx.String()
 	if strings.Contains(text, "delete table") || strings.Contains(text, "flush table") {
 		t.Fatalf("full resync flushes or deletes the table:\n%s", text)
 	}
-	if !strings.Contains(text, "delete set ip edgenet aff-shop/a/tcp/http__172.27.2.1/8080") {
+	if !strings.Contains(text, "delete set ip "+testNode.shardOf(a.Key)+" aff-shop/a/tcp/http__172.27.2.1/8080") {
 		t.Errorf("stale affinity set not deleted:\n%s", text)
 	}
-	if strings.Contains(text, "flush set ip edgenet aff-") {
+	if strings.Contains(text, "flush set ip "+testNode.shardOf(a.Key)+" aff-") {
 		t.Errorf("live affinity set flushed (would lose client stickiness):\n%s", text)
 	}
 	run(t, fake, tx)
-	tx = fake.NewTransaction()
+	tx = fake.NewTx()
 	rs.WriteUpdate(tx, nil, now.Add(2*time.Second))
 	run(t, fake, tx)
 	want := load(t, testNode, []*Service{a}, []*EndpointSlice{aEps2}).Dump()
@@ -151,8 +148,8 @@ func TestChainNameLimits(t *testing.T) {
 	if chainName("ep-", strings.Repeat("x", 300)) == chainName("ep-", strings.Repeat("x", 299)+"y") {
 		t.Error("hashed names collide")
 	}
-	fake := knftables.NewFake(v6.Family, TableName)
-	tx := fake.NewTransaction()
+	fake := newFakeTables(v6.Family)
+	tx := fake.NewTx()
 	if err := WriteRuleset(tx, v6, []*Service{svc}, eps); err != nil {
 		t.Fatal(err)
 	}

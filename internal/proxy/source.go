@@ -38,16 +38,18 @@ type Config struct {
 	PodCIDRs []netip.Prefix
 	// Balancing: see NodeConfig.Balancing ("" = vmap).
 	Balancing Balancing
+	// Shards: see NodeConfig.Shards (0 = DefaultShards).
+	Shards int
 	// MinSyncInterval and FullSyncPeriod: see Options.
 	MinSyncInterval time.Duration
 	FullSyncPeriod  time.Duration
 	// InformerResync is the informers' resync period; 0 disables it.
 	InformerResync time.Duration
 	Logger         *slog.Logger
-	// NewNFT opens the table of a family; default knftables.New(family, TableName).
-	NewNFT func(knftables.Family) (knftables.Interface, error)
-	// NoNetlink sends incremental syncs through nft too (see Options.Netlink).
-	NoNetlink bool
+	// NewNFT opens one of our tables in a family (see Options.NFT). If set, the
+	// proxy runs transactions through it and lists tables with it, not with nft
+	// and netlink (tests give knftables fakes).
+	NewNFT func(family knftables.Family, table string) knftables.Interface
 	// Conntrack defaults to netlink in the current namespace.
 	Conntrack Conntrack
 	// HealthListen defaults to DefaultHealthListen.
@@ -107,9 +109,19 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("garbage collector target set", "component", "proxy", "gogc", pct)
 	}
 	var nftCommand func(context.Context) *exec.Cmd
+	netlinkConn := defaultNetlink
 	if cfg.NewNFT == nil {
-		cfg.NewNFT = func(f knftables.Family) (knftables.Interface, error) { return knftables.New(f, TableName) }
+		// Transactions only need knftables to write their text, which then
+		// runs through one nft process per sync (NFTCommand): a knftables
+		// interface names one table and a sync may touch several. The fake
+		// writes the same text as the real one and never runs anything.
+		cfg.NewNFT = func(f knftables.Family, table string) knftables.Interface { return knftables.NewFake(f, table) }
 		nftCommand = DefaultNFTCommand
+		if _, err := exec.LookPath("nft"); err != nil {
+			return fmt.Errorf("proxy: %w", err)
+		}
+	} else {
+		netlinkConn = nil
 	}
 	if cfg.Conntrack == nil {
 		cfg.Conntrack = NetlinkConntrack{}
@@ -128,24 +140,15 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("proxy: two pod CIDRs of family %s", fam)
 		}
 		seen[fam] = true
-		newNFT := func() (knftables.Interface, error) { return cfg.NewNFT(fam) }
-		inner, err := newNFT()
-		if err != nil {
-			return fmt.Errorf("proxy: nftables %s: %w", fam, err)
-		}
-		nft := &shrinkingNFT{Interface: inner, renew: newNFT}
 		opts := Options{
-			Node:            NodeConfig{Family: fam, NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, PodCIDR: cidr, Balancing: cfg.Balancing},
-			NFT:             nft,
-			Netlink:         defaultNetlink,
+			Node:            NodeConfig{Family: fam, NodeName: cfg.NodeName, NodeIPs: cfg.NodeIPs, PodCIDR: cidr, Balancing: cfg.Balancing, Shards: cfg.Shards},
+			NFT:             func(table string) knftables.Interface { return cfg.NewNFT(fam, table) },
+			Netlink:         netlinkConn,
 			NFTCommand:      nftCommand,
 			Conntrack:       cfg.Conntrack,
 			MinSyncInterval: cfg.MinSyncInterval,
 			FullSyncPeriod:  cfg.FullSyncPeriod,
 			Logger:          log,
-		}
-		if cfg.NoNetlink {
-			opts.Netlink = nil
 		}
 		if i == 0 { // one health server per port, whatever the families
 			opts.HealthListen = cfg.HealthListen
@@ -227,28 +230,6 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	err = g.Wait()
 	informers.Wait() // they end with ctx, which g's end cancels
-	return err
-}
-
-// shrinkingNFT drops a knftables instance after a large transaction: knftables keeps
-// the buffer it wrote the nft input into for reuse, which after a first sync of 10k
-// services holds ~30 MB of text for the life of the agent. Proxier syncs are
-// serialised, so swapping the instance needs no lock.
-type shrinkingNFT struct {
-	knftables.Interface
-	renew func() (knftables.Interface, error)
-}
-
-// shrinkAfterOps is the transaction size from which the buffer is dropped.
-const shrinkAfterOps = 5000
-
-func (n *shrinkingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
-	err := n.Interface.Run(ctx, tx)
-	if tx.NumOperations() >= shrinkAfterOps {
-		if fresh, ferr := n.renew(); ferr == nil {
-			n.Interface = fresh
-		}
-	}
 	return err
 }
 

@@ -10,8 +10,6 @@ import (
 	"os/exec"
 	"strings"
 	"time"
-
-	"sigs.k8s.io/knftables"
 )
 
 // streamFull writes a full sync into a running `nft -f -` chunk by chunk, so that
@@ -34,14 +32,12 @@ func (p *Proxier) streamFull(ctx context.Context, rs *Ruleset, all map[ServiceKe
 	}
 	pr.Close() // nft has it
 	c := &chunker{
-		cur:   p.opts.NFT.NewTransaction(),
-		newTx: p.opts.NFT.NewTransaction,
-		emit: func(tx *knftables.Transaction) error {
+		cur:   p.newTx(),
+		newTx: p.newTx,
+		emit: func(tx *Tx) error {
 			text := tx.String()
-			// A transaction that refused an object ends with this comment
-			// and holds nothing after the refusal.
-			if i := strings.LastIndex(text, "# ERROR: "); i >= 0 && (i == 0 || text[i-1] == '\n') {
-				return errors.New(strings.TrimSpace(text[i+len("# ERROR: "):]))
+			if err := refused(text); err != nil {
+				return err
 			}
 			_, err := io.WriteString(pw, text)
 			return err
@@ -55,6 +51,35 @@ func (p *Proxier) streamFull(ctx context.Context, rs *Ruleset, all map[ServiceKe
 	}
 	pw.Close()
 	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("nft: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// refused reports an object knftables refused: the text of such a transaction part
+// ends with this comment and holds nothing after the refusal.
+func refused(text string) error {
+	for {
+		i := strings.Index(text, "# ERROR: ")
+		if i < 0 {
+			return nil
+		}
+		if i == 0 || text[i-1] == '\n' {
+			msg, _, _ := strings.Cut(text[i+len("# ERROR: "):], "\n")
+			return errors.New(strings.TrimSpace(msg))
+		}
+		text = text[i+1:]
+	}
+}
+
+// runNFT runs text as one transaction through cmd (nft reading stdin).
+func runNFT(cmd *exec.Cmd, text string) error {
+	if err := refused(text); err != nil {
+		return err
+	}
+	var stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(text), nil, &stderr
+	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("nft: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return nil

@@ -98,7 +98,7 @@ func applianceDeploy(t *testing.T) string {
 	return filepath.Join(dir, "appliance")
 }
 
-var ourTables = regexp.MustCompile(`(?m)^table ip6? edgenet(-nat)?$`)
+var ourTables = regexp.MustCompile(`(?m)^table ip6? edgenet(-nat|-svc-[0-9]+)?$`)
 
 func TestUninstallLeavesNodesCleanAndReinstallWorks(t *testing.T) {
 	ctx := context.Background()
