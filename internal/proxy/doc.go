@@ -16,8 +16,8 @@
 //     affinity entries survive a restart) and per-Service incremental updates
 //     afterwards. Every sync is one transaction.
 //   - proxier.go: change events → coalesced syncs (min interval; a periodic resync
-//     recomputes every service and reconciles against the kernel's listing but writes
-//     only differences), event-to-kernel latency histogram, UDP conntrack cleanup,
+//     reconciles the kernel's listing against what was written and removes what nobody
+//     wants), event-to-kernel latency histogram, UDP conntrack cleanup,
 //     health-check servers. Stale chains are flushed at once and deleted a second
 //     later (older kernels see dropped references late).
 //   - source.go: informers on Services and EndpointSlices whose caches hold only

@@ -140,13 +140,14 @@ func BenchmarkFullSyncMemory(b *testing.B) {
 	node := testNode
 	node.PodCIDR = netip.MustParsePrefix("10.240.0.0/12")
 	node.Balancing = BalanceCascade
+	node.Shards = 0 // as in production
 	ctx := context.Background()
 	for b.Loop() {
 		b.StopTimer()
-		_ = exec.Command("ip", "netns", "exec", ns.name, "nft", "delete", "table", "ip", TableName).Run()
+		_ = exec.Command("ip", "netns", "exec", ns.name, "nft", "flush", "ruleset").Run()
 		p, err := NewProxier(Options{
 			Node: node,
-			NFT:  newNSNFT(b, ns),
+			NFT:  newNSNFT(b, ns).open,
 			NFTCommand: func(ctx context.Context) *exec.Cmd {
 				return exec.CommandContext(ctx, "ip", "netns", "exec", ns.name, "nft", "-f", "-")
 			},

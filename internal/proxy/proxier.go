@@ -53,10 +53,10 @@ type Options struct {
 	// MinSyncInterval is the least time between two syncs: events arriving within it
 	// are batched into one transaction. Default 10ms.
 	MinSyncInterval time.Duration
-	// FullSyncPeriod is how often every service is recomputed and the table
-	// reconciled against the kernel's listing even without events; only what
-	// differs is written. Default 5 minutes. (Everything is rewritten only on the
-	// first sync and after a failed one.)
+	// FullSyncPeriod is how often our tables are reconciled against the kernel's
+	// listing even without events: chains and sets nobody wants are removed. Default
+	// 5 minutes. (Everything is rewritten only on the first sync and after a failed
+	// one.)
 	FullSyncPeriod time.Duration
 	Logger         *slog.Logger
 }
@@ -276,25 +276,26 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	dirty := p.dirty
 	p.dirty = map[ServiceKey]time.Time{}
 	keys := make([]ServiceKey, 0, len(dirty))
-	if full || resync {
+	for k := range dirty {
+		keys = append(keys, k)
+	}
+	switch {
+	case full:
 		for k := range p.services {
-			keys = append(keys, k)
-		}
-		for k := range dirty {
-			if p.services[k] == nil {
+			if _, ok := dirty[k]; !ok {
 				keys = append(keys, k)
 			}
 		}
-		if resync {
-			for k := range p.rs.services {
-				if p.services[k] == nil {
-					keys = append(keys, k)
-				}
+	case resync:
+		// Rules are a pure function of a service and its slices, and every
+		// event marks its service dirty: recomputing the others would give the
+		// same rules (and hold a second set of all of them: +50 MB at 10k
+		// services). A resync reconciles the kernel's listing against what
+		// the Ruleset knows, and drops services it should not have.
+		for k := range p.rs.services {
+			if _, ok := dirty[k]; !ok && p.services[k] == nil {
+				keys = append(keys, k)
 			}
-		}
-	} else {
-		for k := range dirty {
-			keys = append(keys, k)
 		}
 	}
 	type input struct {
@@ -422,7 +423,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		}
 	}
 	if p.health != nil {
-		if full || resync {
+		if full {
 			p.healthW = map[ServiceKey]healthWant{}
 		}
 		for k, r := range computed {

@@ -425,15 +425,15 @@ func TestInformerCacheHoldsModels(t *testing.T) {
 // TestProxierSlicesOfAService: a service's endpoints are the union of its slices,
 // each replaced by name on update and dropped on delete.
 func TestProxierSlicesOfAService(t *testing.T) {
-	nft := knftables.NewFake(knftables.IPv4Family, TableName)
-	p, err := NewProxier(Options{Node: testNode, NFT: nft})
+	nft := newFakeTables(knftables.IPv4Family)
+	p, err := NewProxier(Options{Node: testNode, NFT: nft.open})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := web("shop", "web", "172.28.0.10")
 	endpoints := func() []string {
 		var got []string
-		for name, c := range nft.Table.Chains {
+		for name, c := range nft.fake(testNode.shardOf(s.Key)).Table.Chains {
 			// Chains of gone endpoints are flushed first, deleted later.
 			if a, ok := strings.CutPrefix(name, "ep-shop/web/tcp/http__"); ok && len(c.Rules) > 0 {
 				got = append(got, a)
