@@ -104,6 +104,13 @@ func run() error {
 	flag.DurationVar(&cfg.resync, "edgenet-resync", 0, "run the edgenet proxy with this periodic resync period and read its RSS again after one (0: the proxy's default, 5 min, not waited for)")
 	flag.StringVar(&cfg.profiles, "heap-profiles", "", "write heap profiles of the edgenet proxy (settled after the cold sync, and at the end) into this directory")
 	flag.Parse()
+	// Two runs at once would share etcd's and the apiserver's ports and the
+	// namespaces' names, and each would break the other: the second one waits.
+	unlock, err := machineLock("/run/edgenet-proxybench.lock")
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	for _, s := range strings.Split(*scales, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
@@ -116,7 +123,6 @@ func run() error {
 	}
 	cfg.kpArgs = strings.Fields(*kpArgs)
 	cfg.edgeArgs = strings.Fields(*edgeArgs)
-	var err error
 	if kubeBin, err = filepath.Abs(kubeBin); err != nil {
 		return err
 	}
@@ -614,4 +620,21 @@ func renderAlone(cfg config, res map[int]*result) string {
 		}
 	}
 	return sb.String()
+}
+
+// machineLock takes an exclusive flock on path, waiting while another process holds
+// it; the kernel releases it when this process ends, however it ends.
+func machineLock(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fmt.Fprintf(os.Stderr, "proxybench: another run holds %s, waiting\n", path)
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+	}
+	return func() { f.Close() }, nil
 }

@@ -110,3 +110,37 @@ func BenchmarkKernelSync(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNewConnection measures what the shard tables cost the datapath: TCP
+// connections (connect, read the endpoint's greeting, close) from a client namespace
+// through a node with 10k services to a ClusterIP, with every service in one shard or
+// spread over the default 16. Only a connection's first packet walks the nat chains.
+func BenchmarkNewConnection(b *testing.B) {
+	for _, shards := range []int{1, DefaultShards} {
+		b.Run(fmt.Sprintf("shards=%d", shards), func(b *testing.B) {
+			e := setupKernelEnv(b)
+			e.cfg.Shards = shards
+			e.cfg.Balancing = BalanceCascade
+			p, _ := e.proxier(b)
+			svcs, eps := benchServices(10000)
+			probe := web("bench", "probe", "172.28.200.1")
+			svcs = append(svcs, probe)
+			eps = append(eps, slice(probe, "probe-1", http8080, ep("172.27.1.10", "node-a", "ready")))
+			for _, s := range svcs {
+				p.OnServiceUpdate(s)
+			}
+			for _, s := range eps {
+				p.OnEndpointSliceUpdate(s)
+			}
+			p.OnSynced()
+			if err := p.Sync(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if id, err := hello(e.client, "172.28.200.1:80"); err != nil || id != "ep1" {
+					b.Fatalf("hello: %q, %v", id, err)
+				}
+			}
+		})
+	}
+}

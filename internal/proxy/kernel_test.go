@@ -153,7 +153,7 @@ func (n *nsNFT) ListCounters(ctx context.Context) (c []*knftables.Counter, err e
 
 // echo servers answer each TCP connection with "<id>\n" and then echo lines, and each
 // UDP datagram with "<id>".
-func startEcho(t *testing.T, ns *testNS, id string) {
+func startEcho(t testing.TB, ns *testNS, id string) {
 	t.Helper()
 	var ln net.Listener
 	var pc net.PacketConn
@@ -230,7 +230,7 @@ type kernelEnv struct {
 	cfg                    NodeConfig
 }
 
-func setupKernelEnv(t *testing.T) *kernelEnv {
+func setupKernelEnv(t testing.TB) *kernelEnv {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
 	}
@@ -266,7 +266,7 @@ func setupKernelEnv(t *testing.T) *kernelEnv {
 	return e
 }
 
-func (e *kernelEnv) proxier(t *testing.T) (*Proxier, *nsNFT) {
+func (e *kernelEnv) proxier(t testing.TB) (*Proxier, *nsNFT) {
 	t.Helper()
 	nft := newNSNFT(t, e.node).open(TableName).(*nsNFT)
 	h, err := netlink.NewHandleAt(e.node.h)
