@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -169,6 +170,7 @@ func agentCmd(ctx context.Context, args []string) error {
 	blockSize := fs.String("pod-block-size", envOr("EDGENET_POD_BLOCK_SIZE", fmt.Sprint(d.BlockSize)), "prefix length of per-node pod IP blocks")
 	mode := fs.String("pod-routing", envOr("EDGENET_POD_ROUTING", "auto"), "direct (one L2 segment), vxlan, or auto (direct where possible)")
 	balancing := fs.String("proxy-balancing", envOr("EDGENET_PROXY_BALANCING", string(proxy.BalanceCascade)), "nftables balancing form: cascade or vmap")
+	shards := fs.String("proxy-shards", envOr("EDGENET_PROXY_SHARDS", fmt.Sprint(proxy.DefaultShards)), fmt.Sprintf("nftables tables the services are spread over (1 to %d): more make a change cheaper at many services and a new connection a little dearer", proxy.MaxShards))
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -183,6 +185,9 @@ func agentCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("--pod-routing: %w", err)
 	}
 	cfg.Balancing = proxy.Balancing(*balancing)
+	if cfg.Shards, err = strconv.Atoi(*shards); err != nil || cfg.Shards < 1 || cfg.Shards > proxy.MaxShards {
+		return fmt.Errorf("--proxy-shards %q: want 1 to %d", *shards, proxy.MaxShards)
+	}
 	cfg.MemberKey = []byte(os.Getenv("EDGENET_MEMBER_KEY"))
 	rc, err := rest.InClusterConfig()
 	if err != nil {

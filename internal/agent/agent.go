@@ -40,6 +40,7 @@ type Config struct {
 	BlockBits  int
 	Routing    routing.Mode
 	Balancing  proxy.Balancing
+	Shards     int // proxy shard tables (0: proxy.DefaultShards)
 	// MemberKey authenticates the agents' heartbeats; without it the node announces
 	// no LoadBalancer IP.
 	MemberKey []byte
@@ -138,7 +139,7 @@ func (a *agent) runNetwork(ctx context.Context, g *errgroup.Group) error {
 	g.Go(func() error {
 		return proxy.Run(ctx, proxy.Config{
 			Clientset: a.cfg.Client, NodeName: node.Name, NodeIPs: []netip.Addr{nodeIP},
-			PodCIDRs: []netip.Prefix{pn.PodCIDR}, Balancing: a.cfg.Balancing, Logger: a.log.With("component", "proxy"),
+			PodCIDRs: []netip.Prefix{pn.PodCIDR}, Balancing: a.cfg.Balancing, Shards: a.cfg.Shards, Logger: a.log.With("component", "proxy"),
 		})
 	})
 	return nil
