@@ -12,11 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/google/nftables"
-	"github.com/vishvananda/netns"
 )
 
 // memServices makes proxybench's workload: n ClusterIP services, each with one
@@ -135,7 +133,7 @@ func BenchmarkFullSyncMemory(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root for network namespaces")
 	}
-	ns := newMemNS(b)
+	ns := newTestNS(b, "mem")
 	svcs, eps := memServices(10000)
 	node := testNode
 	node.PodCIDR = netip.MustParsePrefix("10.240.0.0/12")
@@ -146,14 +144,10 @@ func BenchmarkFullSyncMemory(b *testing.B) {
 		b.StopTimer()
 		_ = exec.Command("ip", "netns", "exec", ns.name, "nft", "flush", "ruleset").Run()
 		p, err := NewProxier(Options{
-			Node: node,
-			NFT:  newNSNFT(b, ns).open,
-			NFTCommand: func(ctx context.Context) *exec.Cmd {
-				return exec.CommandContext(ctx, "ip", "netns", "exec", ns.name, "nft", "-f", "-")
-			},
-			Netlink: func() (*nftables.Conn, error) {
-				return nftables.New(nftables.WithNetNSFd(int(ns.h)), nftables.WithSockOptions(bigBuffers))
-			},
+			Node:       node,
+			NFT:        newNSNFT(b, ns).open,
+			NFTCommand: nftIn(ns),
+			Netlink:    netlinkIn(ns, &atomic.Int32{}),
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -228,18 +222,4 @@ func BenchmarkFullSyncMemory(b *testing.B) {
 		b.ReportMetric(float64(rss)/mb, "rss-after-MB")
 		b.StartTimer()
 	}
-}
-
-// newMemNS is a scratch namespace for the memory measurements.
-func newMemNS(t testing.TB) *testNS {
-	t.Helper()
-	name := fmt.Sprintf("edgenet-t-mem-%d", os.Getpid()%100000)
-	sh(t, "", "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return &testNS{name: name, h: h}
 }
