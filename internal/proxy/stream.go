@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -35,11 +34,7 @@ func (p *Proxier) streamFull(ctx context.Context, rs *Ruleset, all map[ServiceKe
 		cur:   p.newTx(),
 		newTx: p.newTx,
 		emit: func(tx *Tx) error {
-			text := tx.String()
-			if err := refused(text); err != nil {
-				return err
-			}
-			_, err := io.WriteString(pw, text)
+			_, err := tx.WriteTo(pw)
 			return err
 		},
 	}

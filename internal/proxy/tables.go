@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"hash/fnv"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -125,6 +126,24 @@ func (t *Tx) NumOperations() int {
 		n += tx.NumOperations()
 	}
 	return n
+}
+
+// WriteTo writes the transaction's nft text to w, table by table (a full sync's
+// chunks are never joined into one string); it stops at an object knftables refused.
+func (t *Tx) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for _, name := range t.order {
+		text := t.txs[name].String()
+		if err := refused(text); err != nil {
+			return n, err
+		}
+		k, err := io.WriteString(w, text)
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // String is the transaction's nft text.
