@@ -81,6 +81,9 @@ func runEdgenetProxy(args []string) error {
 	if *memLimit > 0 {
 		debug.SetMemoryLimit(*memLimit)
 	}
+	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetGCPercent(proxy.DefaultGCPercent) // as `edgenet agent` runs
+	}
 	if *heapProfile != "" {
 		go writeHeapProfiles(*heapProfile)
 		go traceHWM(log)

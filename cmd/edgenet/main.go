@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -189,6 +188,7 @@ func agentCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("--proxy-shards %q: want 1 to %d", *shards, proxy.MaxShards)
 	}
 	cfg.MemberKey = []byte(os.Getenv("EDGENET_MEMBER_KEY"))
+	setGCPercent(proxy.DefaultGCPercent) // the proxy's state dominates the agent's heap
 	rc, err := rest.InClusterConfig()
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -248,10 +248,8 @@ func dnsCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("--service-cidr: %w", err)
 	}
 	// Memory matters on an edge box: collect at 50% heap growth rather than Go's 100%
-	// unless GOGC says otherwise (the zone is long-lived; answers allocate little).
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(50)
-	}
+	// unless GOGC or GOMEMLIMIT says otherwise (the zone is long-lived; answers allocate little).
+	setGCPercent(50)
 	cfg.NameserverAddrs = []netip.Addr{s.DNSServiceIP()}
 	cfg.ReverseCIDRs = []netip.Prefix{s.PodCIDR, s.ServiceCIDR}
 	cfg.Logger = newLogger("dns")

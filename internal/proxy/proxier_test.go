@@ -290,7 +290,6 @@ func TestRunWithKubernetesSource(t *testing.T) {
 			Conntrack:    &recordedConntrack{},
 			HealthListen: func(uint16) (net.Listener, error) { return nil, fmt.Errorf("unused") },
 			OnProxiers:   func(ps []*Proxier) { pmu.Lock(); proxiers = ps; pmu.Unlock() },
-			GCPercent:    -1, // not the test binary's
 		})
 	}()
 	hasElement := func(m string, key ...string) bool {
@@ -474,27 +473,6 @@ func TestProxierSlicesOfAService(t *testing.T) {
 		}
 		if got := endpoints(); !slices.Equal(got, st.want) {
 			t.Errorf("%s: endpoint chains %v, want %v", st.name, got, st.want)
-		}
-	}
-}
-
-func TestGCPercent(t *testing.T) {
-	for _, tc := range []struct {
-		name       string
-		configured int
-		env        map[string]string
-		want       int
-		set        bool
-	}{
-		{"default", 0, nil, DefaultGCPercent, true},
-		{"configured", 80, nil, 80, true},
-		{"disabled", -1, nil, 0, false},
-		{"GOGC in the environment wins", 80, map[string]string{"GOGC": "200"}, 0, false},
-		{"GOMEMLIMIT in the environment wins", 0, map[string]string{"GOMEMLIMIT": "100MiB"}, 0, false},
-	} {
-		got, set := gcPercent(tc.configured, func(k string) string { return tc.env[k] })
-		if got != tc.want || set != tc.set {
-			t.Errorf("%s: gcPercent = %d, %v; want %d, %v", tc.name, got, set, tc.want, tc.set)
 		}
 	}
 }

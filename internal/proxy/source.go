@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -56,13 +54,10 @@ type Config struct {
 	HealthListen func(port uint16) (net.Listener, error)
 	// OnProxiers, if set, receives the proxiers once created (for metrics/tests).
 	OnProxiers func([]*Proxier)
-	// GCPercent is the garbage collector's target (as GOGC) Run sets for the whole
-	// process, unless GOGC or GOMEMLIMIT is in the environment: 0 means
-	// DefaultGCPercent, a negative value leaves the runtime's setting alone.
-	GCPercent int
 }
 
-// DefaultGCPercent is the GOGC that Run sets. The agent's heap is mostly the
+// DefaultGCPercent is the GOGC `edgenet agent` runs with (unless GOGC or GOMEMLIMIT
+// is set): it is a setting of the process, not of Run. The agent's heap is mostly the
 // proxy's long-lived state (models and rules: ~40 MB at 10k services with 5
 // endpoints each), and its garbage comes in bursts: the informers' initial lists,
 // the first sync, the periodic resync that recomputes every service. Go's default
@@ -72,18 +67,6 @@ type Config struct {
 // sync took as long: the kernel's work dominates it. Between bursts little is
 // allocated, so the extra collections cost little CPU.
 const DefaultGCPercent = 25
-
-// gcPercent is the GOGC Run sets given cfg's GCPercent and the environment; false
-// means none.
-func gcPercent(configured int, getenv func(string) string) (int, bool) {
-	if configured < 0 || getenv("GOGC") != "" || getenv("GOMEMLIMIT") != "" {
-		return 0, false
-	}
-	if configured == 0 {
-		return DefaultGCPercent, true
-	}
-	return configured, true
-}
 
 // Labels that take a Service out of our hands, as for kube-proxy.
 const (
@@ -103,10 +86,6 @@ func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
-	}
-	if pct, ok := gcPercent(cfg.GCPercent, os.Getenv); ok {
-		debug.SetGCPercent(pct)
-		log.Info("garbage collector target set", "component", "proxy", "gogc", pct)
 	}
 	var nftCommand func(context.Context) *exec.Cmd
 	netlinkConn := defaultNetlink
