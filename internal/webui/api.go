@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -217,59 +218,45 @@ func (s *Server) getOverview(w http.ResponseWriter, r *http.Request, _ session) 
 func (s *Server) clusterState(ctx context.Context) (ClusterState, error) {
 	var st ClusterState
 	g, ctx := errgroup.WithContext(ctx)
-	core := s.cfg.Kube.CoreV1()
+	core, cn := s.cfg.Kube.CoreV1(), s.cfg.Edgenet
 	all := metav1.ListOptions{ResourceVersion: "0"} // the apiserver's watch cache is fresh enough for a page
+	announcing := metav1.ListOptions{FieldSelector: "reason=Announcing", ResourceVersion: "0"}
+	fetch(g, "nodes", &st.Nodes, func() (*corev1.NodeList, error) { return core.Nodes().List(ctx, all) },
+		func(l *corev1.NodeList) []corev1.Node { return l.Items })
+	fetch(g, "services", &st.Services, func() (*corev1.ServiceList, error) { return core.Services("").List(ctx, all) },
+		func(l *corev1.ServiceList) []corev1.Service { return l.Items })
+	fetch(g, "endpointslices", &st.EndpointSlices,
+		func() (*discoveryv1.EndpointSliceList, error) {
+			return s.cfg.Kube.DiscoveryV1().EndpointSlices("").List(ctx, all)
+		},
+		func(l *discoveryv1.EndpointSliceList) []discoveryv1.EndpointSlice { return l.Items })
+	fetch(g, "pods", &st.Pods, func() (*corev1.PodList, error) { return core.Pods("").List(ctx, all) },
+		func(l *corev1.PodList) []corev1.Pod { return l.Items })
+	fetch(g, "events", &st.Events, func() (*corev1.EventList, error) { return core.Events("").List(ctx, announcing) },
+		func(l *corev1.EventList) []corev1.Event { return l.Items })
+	fetch(g, "addresspools", &st.Pools, func() (*v1.AddressPoolList, error) { return cn.AddressPools().List(ctx, metav1.ListOptions{}) },
+		func(l *v1.AddressPoolList) []v1.AddressPool { return l.Items })
 	g.Go(func() error {
-		l, err := core.Nodes().List(ctx, all)
-		if err == nil {
-			st.Nodes = l.Items
-		}
-		return wrap("nodes", err)
-	})
-	g.Go(func() error {
-		l, err := core.Services("").List(ctx, all)
-		if err == nil {
-			st.Services = l.Items
-		}
-		return wrap("services", err)
-	})
-	g.Go(func() error {
-		l, err := s.cfg.Kube.DiscoveryV1().EndpointSlices("").List(ctx, all)
-		if err == nil {
-			st.EndpointSlices = l.Items
-		}
-		return wrap("endpointslices", err)
-	})
-	g.Go(func() error {
-		l, err := core.Pods("").List(ctx, all)
-		if err == nil {
-			st.Pods = l.Items
-		}
-		return wrap("pods", err)
-	})
-	g.Go(func() error {
-		l, err := core.Events("").List(ctx, metav1.ListOptions{FieldSelector: "reason=Announcing", ResourceVersion: "0"})
-		if err == nil {
-			st.Events = l.Items
-		}
-		return wrap("events", err)
-	})
-	g.Go(func() error {
-		cn, err := s.cfg.Edgenet.ComputeNetworks().Get(ctx, v1.ComputeNetworkName, metav1.GetOptions{})
+		c, err := cn.ComputeNetworks().Get(ctx, v1.ComputeNetworkName, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		st.ComputeNetwork = cn
+		st.ComputeNetwork = c
 		return wrap("computenetwork", err)
 	})
-	g.Go(func() error {
-		l, err := s.cfg.Edgenet.AddressPools().List(ctx, metav1.ListOptions{})
-		if err == nil {
-			st.Pools = l.Items
-		}
-		return wrap("addresspools", err)
-	})
 	return st, g.Wait()
+}
+
+// fetch lists one kind in g and stores its items in *dst.
+func fetch[L any, T any](g *errgroup.Group, what string, dst *[]T, list func() (L, error), items func(L) []T) {
+	g.Go(func() error {
+		l, err := list()
+		if err != nil {
+			return wrap(what, err)
+		}
+		*dst = items(l)
+		return nil
+	})
 }
 
 func wrap(what string, err error) error {
