@@ -14,19 +14,12 @@ import (
 
 	v1 "edgenet.io/edgenet/api/v1alpha1"
 	"edgenet.io/edgenet/api/v1alpha1/crdtest"
+	"edgenet.io/edgenet/internal/computenet"
 	"edgenet.io/edgenet/internal/testenv"
 	"edgenet.io/edgenet/internal/webhook"
 )
 
-func spec() v1.ComputeNetworkSpec {
-	return v1.ComputeNetworkSpec{
-		Nodes: 2, SiteSubnet: "192.168.50.0/24", Gateway: "192.168.50.1",
-		NodeIPRange:             "192.168.50.10-192.168.50.19",
-		ExternalServiceIPRanges: []v1.IPRange{"192.168.50.100-192.168.50.119"},
-		PodCIDR:                 "172.27.0.0/16", ServiceCIDR: "172.28.0.0/16", PodBlockSize: 26,
-		ClusterDomain: "cluster.local",
-	}
-}
+func spec() v1.ComputeNetworkSpec { return webhook.SpecOf(computenet.Defaults()) }
 
 func wnode(name, ip string) webhook.Node {
 	return webhook.Node{Name: name, InternalIPs: []netip.Addr{netip.MustParseAddr(ip)}}

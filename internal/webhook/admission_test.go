@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -18,16 +19,22 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	v1 "edgenet.io/edgenet/api/v1alpha1"
+	"edgenet.io/edgenet/internal/computenet"
 )
 
 // validSpec is the appliance's factory settings as the CRD (with its defaults) holds them.
-func validSpec() v1.ComputeNetworkSpec {
-	return v1.ComputeNetworkSpec{
+func validSpec() v1.ComputeNetworkSpec { return SpecOf(computenet.Defaults()) }
+
+func TestSpecOfFactorySettings(t *testing.T) {
+	want := v1.ComputeNetworkSpec{
 		Nodes: 2, SiteSubnet: "192.168.50.0/24", Gateway: "192.168.50.1",
 		NodeIPRange:             "192.168.50.10-192.168.50.19",
 		ExternalServiceIPRanges: []v1.IPRange{"192.168.50.100-192.168.50.119"},
 		PodCIDR:                 "172.27.0.0/16", ServiceCIDR: "172.28.0.0/16", PodBlockSize: 26,
 		ClusterDomain: "cluster.local",
+	}
+	if got := validSpec(); !reflect.DeepEqual(got, want) {
+		t.Errorf("SpecOf(Defaults()) = %+v\nwant %+v", got, want)
 	}
 }
 
