@@ -220,7 +220,7 @@ func loadRuns(ctx context.Context, c benchConfig, dir string, s serverSpec, qfil
 	if err != nil {
 		return r, err
 	}
-	defer srv.stop()
+	defer srv.Stop(5 * time.Second)
 	if r.ready, err = waitCorrect(ctx, srv.addr, all, c.domain, srv.alive); err != nil {
 		return r, err
 	}
@@ -275,7 +275,7 @@ func memoryRun(ctx context.Context, c benchConfig, dir string, s serverSpec, sam
 	if err != nil {
 		return r, err
 	}
-	defer srv.stop()
+	defer srv.Stop(5 * time.Second)
 	if r.ready, err = waitCorrect(ctx, srv.addr, sample, c.domain, srv.alive); err != nil {
 		return r, err
 	}

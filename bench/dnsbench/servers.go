@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"edgenet.io/edgenet/internal/subproc"
 )
 
 // serverSpec is one DNS server under test: how to start it listening on 127.0.0.1:port.
@@ -54,7 +56,7 @@ func coreDNSSpec(bin, kubeconfig string, c benchConfig, cache int) serverSpec {
 
 // runningServer is a DNS server under test, pinned to one CPU.
 type runningServer struct {
-	*process
+	*subproc.Process
 	addr netip.AddrPort
 }
 
@@ -68,23 +70,24 @@ func startServer(dir string, s serverSpec, cpu int) (*runningServer, error) {
 		return nil, fmt.Errorf("%s: %w", s.name, err)
 	}
 	// taskset execs the server, so the child's pid is the server's.
-	p, err := startProcess(dir, fmt.Sprintf("%s-%d", strings.Fields(s.name)[0], port), append([]string{"taskset", "-c", strconv.Itoa(cpu)}, argv...)...)
+	name := fmt.Sprintf("%s-%d", strings.Fields(s.name)[0], port)
+	p, err := subproc.Start(name, filepath.Join(dir, name+".log"), append([]string{"taskset", "-c", strconv.Itoa(cpu)}, argv...)...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.name, err)
 	}
-	return &runningServer{process: p, addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}, nil
+	return &runningServer{Process: p, addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}, nil
 }
 
 func (r *runningServer) alive() error {
-	if r.exited() {
-		return fmt.Errorf("%s exited: see %s", r.name, r.logPath)
+	if r.Exited() {
+		return fmt.Errorf("%s exited: see %s", r.Name, r.Log)
 	}
 	return nil
 }
 
 // memory is VmRSS and VmHWM (peak RSS) of the process, in bytes.
 func (r *runningServer) memory() (rss, hwm int64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", r.cmd.Process.Pid))
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", r.Cmd.Process.Pid))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -112,14 +115,14 @@ func (r *runningServer) memory() (rss, hwm int64, err error) {
 		*dst = n << 10
 	}
 	if rss == 0 || hwm == 0 {
-		return 0, 0, fmt.Errorf("no VmRSS/VmHWM in /proc/%d/status", r.cmd.Process.Pid)
+		return 0, 0, fmt.Errorf("no VmRSS/VmHWM in /proc/%d/status", r.Cmd.Process.Pid)
 	}
 	return rss, hwm, sc.Err()
 }
 
 // cpuTime is the user + system CPU time the process (all its threads) has used.
 func (r *runningServer) cpuTime() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.Cmd.Process.Pid))
 	if err != nil {
 		return 0, err
 	}

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -17,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"edgenet.io/edgenet/internal/pki"
+	"edgenet.io/edgenet/internal/subproc"
 )
 
 // Namespaces and addresses: the control plane lives in apiNS; each proxy gets a node
@@ -52,21 +52,8 @@ type lab struct {
 	undo  []func()
 }
 
-// proc is a process started in a namespace; done is closed when it has exited.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+// proc is a process started in a namespace.
+type proc = subproc.Process
 
 func newNetns(name string) (ns.NetNS, func(), error) {
 	exec.Command("ip", "netns", "del", name).Run() // left over from a killed run
@@ -193,34 +180,17 @@ func (l *lab) startControlPlane() error {
 // start runs argv inside the named namespace; nsenter execs it, so the PID is the
 // program's own (RSS is read from it). Output goes to <dir>/<name>.log.
 func (l *lab) start(netns, name string, argv ...string) (*proc, error) {
-	log, err := os.Create(filepath.Join(l.dir, name+".log"))
+	p, err := subproc.Start(name, filepath.Join(l.dir, name+".log"), append([]string{"nsenter", "--net=/run/netns/" + netns, "--"}, argv...)...)
 	if err != nil {
 		return nil, err
 	}
-	defer log.Close()
-	full := append([]string{"--net=/run/netns/" + netns, "--"}, argv...)
-	cmd := exec.Command("nsenter", full...)
-	cmd.Stdout, cmd.Stderr = log, log
-	// Die with the bench even if it is killed before cleanup runs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.done) }()
 	l.procs = append(l.procs, p)
 	return p, nil
 }
 
 // stop ends one process started by start: SIGTERM, then SIGKILL after 10 s.
 func (l *lab) stop(p *proc) {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
+	p.Stop(10 * time.Second)
 	for i, c := range l.procs {
 		if c == p {
 			l.procs = append(l.procs[:i], l.procs[i+1:]...)
@@ -289,8 +259,8 @@ func (l *lab) client(ctx context.Context) (*kubernetes.Clientset, error) {
 			return c, nil
 		}
 		for _, p := range l.procs {
-			if p.exited() {
-				return nil, fmt.Errorf("%s exited: see %s/%s.log", p.name, l.dir, p.name)
+			if p.Exited() {
+				return nil, fmt.Errorf("%s exited: see %s/%s.log", p.Name, l.dir, p.Name)
 			}
 		}
 		select {

@@ -418,12 +418,12 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 		if err != nil {
 			return nil, fmt.Errorf("cold sync: %w", err)
 		}
-	case <-p.done:
-		return nil, fmt.Errorf("exited during cold sync: see %s/%s.log", b.lab.dir, p.name)
+	case <-p.Done():
+		return nil, fmt.Errorf("exited during cold sync: see %s/%s.log", b.lab.dir, p.Name)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if r.rssCold, r.hwmCold, _, err = memory(p.cmd.Process.Pid); err != nil {
+	if r.rssCold, r.hwmCold, _, err = memory(p.Cmd.Process.Pid); err != nil {
 		return nil, err
 	}
 	select {
@@ -431,11 +431,11 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if r.rssSettled, _, r.fileSettled, err = memory(p.cmd.Process.Pid); err != nil {
+	if r.rssSettled, _, r.fileSettled, err = memory(p.Cmd.Process.Pid); err != nil {
 		return nil, err
 	}
 	if profile != "" {
-		p.cmd.Process.Signal(syscall.SIGUSR1)
+		p.Cmd.Process.Signal(syscall.SIGUSR1)
 	}
 	// Subscribed only now: the cold sync's flood of events would sit in the
 	// socket's buffer ahead of the changes' events.
@@ -461,15 +461,15 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 		if err != nil {
 			return nil, err
 		}
-		if p.exited() {
-			return nil, fmt.Errorf("exited: see %s/%s.log", b.lab.dir, p.name)
+		if p.Exited() {
+			return nil, fmt.Errorf("exited: see %s/%s.log", b.lab.dir, p.Name)
 		}
 		r.lat = append(r.lat, at.Sub(created))
 		if viaDump {
 			r.viaDump++
 		}
 	}
-	if r.rssEnd, r.hwmEnd, _, err = memory(p.cmd.Process.Pid); err != nil {
+	if r.rssEnd, r.hwmEnd, _, err = memory(p.Cmd.Process.Pid); err != nil {
 		return nil, err
 	}
 	if k.name == edgenetProxy.name && b.cfg.resync > 0 {
@@ -479,12 +479,12 @@ func (b *bench) measure(ctx context.Context, k proxyKind, n *node) (*result, err
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		if r.rssResync, r.hwmResync, _, err = memory(p.cmd.Process.Pid); err != nil {
+		if r.rssResync, r.hwmResync, _, err = memory(p.Cmd.Process.Pid); err != nil {
 			return nil, err
 		}
 	}
 	if profile != "" {
-		p.cmd.Process.Signal(syscall.SIGUSR1)
+		p.Cmd.Process.Signal(syscall.SIGUSR1)
 		time.Sleep(time.Second) // the profile is written before the proxy is stopped
 	}
 	r.lost = w.lost()

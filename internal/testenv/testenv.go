@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -26,6 +25,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"edgenet.io/edgenet/internal/pki"
+	"edgenet.io/edgenet/internal/subproc"
 )
 
 // Env is a running control plane.
@@ -52,18 +52,8 @@ type Options struct {
 }
 
 type proc struct {
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when the process has exited
-	stopped bool          // stopped on purpose: its exit is not a failure
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	*subproc.Process
+	stopped bool // stopped on purpose: its exit is not a failure
 }
 
 // KubeBin finds the directory of the pinned Kubernetes binaries.
@@ -210,8 +200,8 @@ func (e *Env) waitReady(client *kubernetes.Clientset) error {
 			return nil
 		}
 		for _, p := range e.procs {
-			if p.exited() && !p.stopped {
-				return fmt.Errorf("%s exited: see the logs in %s", p.cmd.Path, e.dir)
+			if p.Exited() && !p.stopped {
+				return fmt.Errorf("%s exited: see the logs in %s", p.Cmd.Path, e.dir)
 			}
 		}
 		select {
@@ -234,20 +224,12 @@ func (e *Env) run(name string, argv ...string) error {
 }
 
 func (e *Env) runLog(name string, argv ...string) (*proc, error) {
-	log, err := os.OpenFile(filepath.Join(e.dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	sp, err := subproc.Start(name, filepath.Join(e.dir, name+".log"), argv...)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = log, log
-	// Die with the test binary even if it is killed before cleanup runs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
+	p := &proc{Process: sp}
 	e.procs = append(e.procs, p)
-	go func() { cmd.Wait(); close(p.done) }()
 	return p, nil
 }
 
@@ -262,7 +244,7 @@ func (e *Env) StopAPIServer() {
 // StartAPIServer starts the apiserver of Config again after StopAPIServer, on the same
 // address, and waits until it is ready.
 func (e *Env) StartAPIServer() error {
-	if e.apiserver != nil && !e.apiserver.exited() {
+	if e.apiserver != nil && !e.apiserver.Exited() {
 		return nil
 	}
 	port := e.Config.Host[strings.LastIndexByte(e.Config.Host, ':')+1:]
@@ -297,28 +279,16 @@ func (e *Env) ExtraAPIServer() (*kubernetes.Clientset, error) {
 
 func (p *proc) stop() {
 	p.stopped = true
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
+	p.Stop(5 * time.Second)
 }
 
 // Stop ends etcd and the apiserver; calling it again does nothing.
 func (e *Env) Stop() {
 	for i := len(e.procs) - 1; i >= 0; i-- {
-		e.procs[i].cmd.Process.Signal(syscall.SIGTERM)
+		e.procs[i].Cmd.Process.Signal(syscall.SIGTERM) // all at once, then wait for each
 	}
 	for i := len(e.procs) - 1; i >= 0; i-- {
-		p := e.procs[i]
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
+		e.procs[i].stop()
 	}
 	e.procs = nil
 }
